@@ -1,0 +1,330 @@
+"""HTTP routes for identity, hardware, jobs (with their log and metric streams) and scheduled jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ._hardware import hardware_table
+from ._runtime import TERMINAL
+from ._specs import (
+    ExposeRequest,
+    JobSpec,
+    LabelsRequest,
+    ScheduledJobRequest,
+    ScheduleRequest,
+    check_job_spec,
+    check_labels,
+    decode,
+)
+from ._store import Record
+from ._util import HTTPError, bad_request, not_found
+
+if TYPE_CHECKING:
+    from ._server import Context
+
+_KEEPALIVE_SECONDS = 15.0
+_POLL_SECONDS = 0.05
+
+
+def ctx_of(request: Request) -> Context:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+def namespace_of(request: Request) -> str:
+    ctx = ctx_of(request)
+    ns: str = request.path_params["namespace"]
+    ns = ctx.user if ns == "me" else ns
+    if ns != ctx.user and ns not in ctx.orgs:
+        raise HTTPError(403, f"You are not a member of namespace {ns!r} (the emulator's user is {ctx.user!r})")
+    return ns
+
+
+async def body_of(request: Request, limit: int = 1 << 20) -> bytes:
+    body = await request.body()
+    if len(body) > limit:
+        raise HTTPError(413, f"Request body is {len(body)} bytes; the limit for this route is {limit}")
+    return body
+
+
+# -- identity and hardware ---------------------------------------------------------------------------
+async def whoami(request: Request) -> Response:
+    ctx = ctx_of(request)
+    return JSONResponse({
+        "type": "user",
+        "id": ctx.jobs_owner_id,
+        "name": ctx.user,
+        "fullname": ctx.user,
+        "email": None,
+        "emailVerified": True,
+        "isPro": False,
+        "canPay": True,
+        "orgs": [{"type": "org", "name": org, "fullname": org, "roleInOrg": "admin"} for org in ctx.orgs],
+        "auth": {"type": "access_token", "accessToken": {"displayName": "emulator", "role": "write"}},
+    })
+
+
+async def agent_harnesses(request: Request) -> Response:
+    return JSONResponse({"standardEnvVars": [], "harnesses": {}})
+
+
+async def hardware(request: Request) -> Response:
+    return JSONResponse(hardware_table())
+
+
+# -- jobs -------------------------------------------------------------------------------------------
+def _job(request: Request) -> Record:
+    ctx = ctx_of(request)
+    ns = namespace_of(request)
+    job = ctx.store.job(request.path_params["job_id"])
+    if job is None or job["owner"]["name"] != ns:
+        raise not_found(f"Job {request.path_params['job_id']} not found in namespace {ns!r}")
+    return job
+
+
+def _job_json(request: Request, job: Record, status: int = 200) -> Response:
+    return JSONResponse(ctx_of(request).jobs.render(job), status_code=status)
+
+
+async def run_job(request: Request) -> Response:
+    ctx = ctx_of(request)
+    ns = namespace_of(request)
+    spec = check_job_spec(decode(await body_of(request), JobSpec, "job spec"))
+    job = ctx.jobs.create(ns, spec, spec.secrets)
+    return _job_json(request, job)
+
+
+async def list_jobs(request: Request) -> Response:
+    ctx = ctx_of(request)
+    ns = namespace_of(request)
+    stages = [s.upper() for s in request.query_params.getlist("stage")]
+    labels = []
+    for item in request.query_params.getlist("label"):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise bad_request(f"Invalid label filter {item!r}: expected key=value")
+        labels.append((key, value))
+    try:
+        cursor = int(request.query_params.get("cursor", "0"))
+    except ValueError:
+        raise bad_request("Invalid cursor") from None
+    page = ctx.store.jobs(ns, stages, labels, offset=cursor, limit=ctx.page_size + 1)
+    headers = {}
+    if len(page) > ctx.page_size:
+        page = page[: ctx.page_size]
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+        query.append(("cursor", str(cursor + ctx.page_size)))
+        # The client follows the Link as-is: it must be absolute and carry the filters.
+        headers["Link"] = f'<{request.url.replace(query=urlencode(query))}>; rel="next"'
+    return JSONResponse([ctx.jobs.render(j) for j in page], headers=headers)
+
+
+async def inspect_job(request: Request) -> Response:
+    return _job_json(request, _job(request))
+
+
+async def cancel_job(request: Request) -> Response:
+    job = _job(request)
+    ctx = ctx_of(request)
+    await run_in_threadpool(ctx.runtime.cancel, job["id"])
+    return _job_json(request, ctx.store.job(job["id"]) or job)
+
+
+async def duplicate_job(request: Request) -> Response:
+    ctx = ctx_of(request)
+    return _job_json(request, ctx.jobs.duplicate(_job(request)))
+
+
+async def job_labels(request: Request) -> Response:
+    ctx = ctx_of(request)
+    job = _job(request)
+    labels = decode(await body_of(request), LabelsRequest, "labels").labels
+    check_labels(labels)
+    with ctx.runtime.lock:
+        job = ctx.store.job(job["id"]) or job
+        job["labels"] = labels
+        ctx.store.update_job(job)
+    return _job_json(request, job)
+
+
+async def job_expose(request: Request) -> Response:
+    ctx = ctx_of(request)
+    job = _job(request)
+    expose = decode(await body_of(request), ExposeRequest, "expose settings")
+    for port in (*expose.ports, *expose.ports_public):
+        if not 1 <= port <= 65535:
+            raise bad_request(f"Invalid port {port}")
+    with ctx.runtime.lock:
+        job = ctx.store.job(job["id"]) or job
+        ports = sorted(set(expose.ports) | set(expose.ports_public))
+        job["expose"] = {"ports": ports, "portsPublic": sorted(set(expose.ports_public))}
+        ctx.store.update_job(job)
+    return _job_json(request, job)
+
+
+def _sse_response(stream: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+async def job_logs(request: Request) -> Response:
+    ctx = ctx_of(request)
+    job_id = _job(request)["id"]
+    tail_param = request.query_params.get("tail")
+    try:
+        tail = int(tail_param) if tail_param is not None else None
+    except ValueError:
+        raise bad_request(f"Invalid tail {tail_param!r}: expected an integer") from None
+
+    async def stream() -> AsyncIterator[str]:
+        events, offset = ctx.logs.read(job_id)
+        if tail is not None:
+            events = events[-tail:] if tail > 0 else []
+        for event in events:
+            yield f"data: {event}\n\n"
+        last_beat = time.monotonic()
+        while True:
+            job = ctx.store.job(job_id)
+            # The stage is read before the last lines: the runtime writes every line first, so after
+            # a terminal stage one more read drains the log completely.
+            terminal = job is None or job["status"]["stage"] in TERMINAL
+            events, offset = ctx.logs.read(job_id, offset)
+            for event in events:
+                yield f"data: {event}\n\n"
+            if terminal or ctx.closing:
+                return
+            if time.monotonic() - last_beat > _KEEPALIVE_SECONDS:
+                last_beat = time.monotonic()
+                yield ": keep-alive\n\n"
+            version = ctx.logs.version(job_id)
+            for _ in range(10):  # wake at once on a new line, re-check the stage every 0.5 s
+                await asyncio.sleep(_POLL_SECONDS)
+                if ctx.logs.version(job_id) != version:
+                    break
+
+    return _sse_response(stream())
+
+
+async def job_metrics(request: Request) -> Response:
+    ctx = ctx_of(request)
+    job = _job(request)
+    if job["status"]["stage"] in TERMINAL:
+        raise HTTPError(406, f"Job {job['id']} has finished ({job['status']['stage']}): it has no live metrics")
+    job_id = job["id"]
+
+    async def stream() -> AsyncIterator[str]:
+        last_beat = time.monotonic()
+        while not ctx.closing:
+            current = ctx.store.job(job_id)
+            if current is None or current["status"]["stage"] in TERMINAL:
+                return
+            sample = ctx.runtime.metrics(job_id)
+            if sample is not None:
+                yield f"event: metric\ndata: {json.dumps(sample)}\n\n"
+                last_beat = time.monotonic()
+            elif time.monotonic() - last_beat > _KEEPALIVE_SECONDS:
+                last_beat = time.monotonic()
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(1.0 if sample is not None else 0.1)
+
+    return _sse_response(stream())
+
+
+# -- scheduled jobs ---------------------------------------------------------------------------------
+def _scheduled(request: Request) -> Record:
+    ctx = ctx_of(request)
+    ns = namespace_of(request)
+    sched = ctx.store.scheduled(request.path_params["sched_id"])
+    if sched is None or sched["owner"]["name"] != ns:
+        raise not_found(f"Scheduled job {request.path_params['sched_id']} not found in namespace {ns!r}")
+    return sched
+
+
+def _scheduled_json(request: Request, sched: Record) -> Response:
+    return JSONResponse(ctx_of(request).schedules.render(sched))
+
+
+async def create_scheduled(request: Request) -> Response:
+    ctx = ctx_of(request)
+    ns = namespace_of(request)
+    sched_request = decode(await body_of(request), ScheduledJobRequest, "scheduled job")
+    return _scheduled_json(request, ctx.schedules.create(ns, sched_request))
+
+
+async def list_scheduled(request: Request) -> Response:
+    ctx = ctx_of(request)
+    ns = namespace_of(request)
+    wanted = [tuple(item.partition("=")[::2]) for item in request.query_params.getlist("label")]
+    found = [
+        s for s in ctx.store.all_scheduled(ns)
+        if all((s["jobSpec"].get("labels") or {}).get(k) == v for k, v in wanted)
+    ]
+    return JSONResponse([ctx.schedules.render(s) for s in found])
+
+
+async def scheduled_item(request: Request) -> Response:
+    ctx = ctx_of(request)
+    sched = _scheduled(request)
+    if request.method == "DELETE":
+        ctx.store.delete_scheduled(sched["id"])
+        return JSONResponse({})
+    return _scheduled_json(request, sched)
+
+
+async def scheduled_action(request: Request) -> Response:
+    ctx = ctx_of(request)
+    sched = _scheduled(request)
+    action = request.path_params["action"]
+    if action == "suspend":
+        return _scheduled_json(request, ctx.schedules.update(sched, suspend=True))
+    if action == "resume":
+        return _scheduled_json(request, ctx.schedules.update(sched, suspend=False))
+    if action == "schedule":
+        schedule = decode(await body_of(request), ScheduleRequest, "schedule").schedule
+        return _scheduled_json(request, ctx.schedules.update(sched, schedule=schedule))
+    if action == "run":
+        return _job_json(request, ctx.schedules.trigger(sched))
+    raise not_found(f"Unknown scheduled-job action {action!r}")
+
+
+async def scheduled_labels(request: Request) -> Response:
+    ctx = ctx_of(request)
+    sched = _scheduled(request)
+    labels = decode(await body_of(request), LabelsRequest, "labels").labels
+    return _scheduled_json(request, ctx.schedules.set_labels(sched, labels))
+
+
+def routes() -> list[Route]:
+    job = "/api/jobs/{namespace}/{job_id}"
+    sched = "/api/scheduled-jobs/{namespace}/{sched_id}"
+    return [
+        Route("/api/whoami-v2", whoami, methods=["GET"]),
+        Route("/api/agent-harnesses", agent_harnesses, methods=["GET"]),
+        Route("/api/jobs/hardware", hardware, methods=["GET"]),  # before /api/jobs/{namespace}
+        Route("/api/jobs/{namespace}", run_job, methods=["POST"]),
+        Route("/api/jobs/{namespace}", list_jobs, methods=["GET"]),
+        Route(job, inspect_job, methods=["GET"]),
+        Route(f"{job}/cancel", cancel_job, methods=["POST"]),
+        Route(f"{job}/duplicate", duplicate_job, methods=["POST"]),
+        Route(f"{job}/labels", job_labels, methods=["PUT"]),
+        Route(f"{job}/expose", job_expose, methods=["PUT"]),
+        Route(f"{job}/logs", job_logs, methods=["GET"]),
+        Route(f"{job}/metrics", job_metrics, methods=["GET"]),
+        Route("/api/scheduled-jobs/{namespace}", create_scheduled, methods=["POST"]),
+        Route("/api/scheduled-jobs/{namespace}", list_scheduled, methods=["GET"]),
+        Route(sched, scheduled_item, methods=["GET", "DELETE"]),
+        Route(f"{sched}/labels", scheduled_labels, methods=["PUT"]),
+        Route(sched + "/{action}", scheduled_action, methods=["POST"]),
+    ]
+
+

@@ -1,0 +1,149 @@
+"""The ASGI application: routes, authentication, errors as the Hub words them, and test controls."""
+
+from __future__ import annotations
+
+import json
+import logging
+from email.utils import format_datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import _api_buckets, _api_jobs
+from ._faults import FaultMiddleware, FaultRule
+from ._util import HTTPError, bad_request
+
+if TYPE_CHECKING:
+    from ._server import Context
+
+log = logging.getLogger("hfremote.emulator")
+
+# Routes that carry no Hub token: the client's own telemetry probes, and the CAS (checked by Xet token).
+_PUBLIC_PREFIXES = ("/api/agent-harnesses", "/v1/telemetry", "/cas/", "/buckets/")
+
+
+class FrontDoor:
+    """Checks the token, stamps a single `Date` from the emulator clock and records every request."""
+
+    def __init__(self, app: ASGIApp, ctx: Context) -> None:
+        self.app, self.ctx = app, ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        status = 0
+
+        async def stamped_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                # One Date header, from the emulator clock: no-follow log reads compare it with
+                # log timestamps, and a duplicated or naive Date crashes the client.
+                date = format_datetime(self.ctx.clock.now(), usegmt=True).encode()
+                message["headers"] = [*message.get("headers", []), (b"date", date)]
+            await send(message)
+
+        if not path.startswith(_PUBLIC_PREFIXES) and not self.ctx.authorized_headers(scope["headers"]):
+            body = json.dumps({"error": "Invalid credentials in Authorization header"}).encode()
+            await stamped_send({"type": "http.response.start", "status": 401, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                (b"x-error-message", b"Invalid credentials in Authorization header"),
+            ]})
+            await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
+            self.ctx.record(scope["method"], path, 401)
+            return
+        try:
+            await self.app(scope, receive, stamped_send)
+        finally:
+            self.ctx.record(scope["method"], path, status)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None,
+           body: dict[str, Any] | None = None) -> Response:
+    # The client reads X-Error-Message first, then the JSON `error`; header values must be one line.
+    safe = message.replace("\r", " ").replace("\n", " ")[:1000]
+    return JSONResponse(body or {"error": message}, status_code=status,
+                        headers={"X-Error-Message": safe, **(headers or {})})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPError)
+    return _error(exc.status, exc.message, exc.headers, exc.body)
+
+
+async def _starlette_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return _error(404, f"No route {request.method} {request.url.path} on the emulator")
+    if exc.status_code == 405:
+        return _error(405, f"Method {request.method} is not allowed on {request.url.path}")
+    return _error(exc.status_code, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Never a stack trace in the body: the details go to the emulator's log.
+    if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError, msgspec.DecodeError)):
+        return _error(400, f"Malformed request body: {exc}")
+    log.exception("internal error on %s %s", request.method, request.url.path)
+    return _error(500, "Internal emulator error; see the emulator's log")
+
+
+# -- test controls (authenticated like the API) --------------------------------------------------------
+async def control(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    action = request.path_params["action"]
+    body = await request.body()
+    payload = json.loads(body) if body.strip() else {}
+    if not isinstance(payload, dict):
+        raise bad_request("Control requests take a JSON object")
+    if action == "advance":
+        seconds = payload.get("seconds")
+        if not isinstance(seconds, (int, float)) or seconds < 0:
+            raise bad_request("advance takes {\"seconds\": <non-negative number>}")
+        fired = ctx.advance(float(seconds))
+        return JSONResponse({"now": ctx.clock.now().isoformat(), "fired": fired})
+    if action == "fire":
+        return JSONResponse({"fired": [job["id"] for job in ctx.schedules.fire_due()]})
+    if action == "faults":
+        if request.method == "DELETE":
+            ctx.faults.clear()
+        elif request.method == "POST":
+            try:
+                spec = payload.get("spec")
+                rule = ctx.faults.add(spec if isinstance(spec, str) else FaultRule(**payload))
+            except (TypeError, ValueError) as e:
+                raise bad_request(f"Invalid fault rule: {e}") from None
+            return JSONResponse(rule.to_dict())
+        return JSONResponse([r.to_dict() for r in ctx.faults.rules()])
+    if action == "kill":
+        job_id = payload.get("job_id", "")
+        if not ctx.runtime.kill(str(job_id), payload.get("reason") or "Job was killed (simulated node failure)"):
+            raise HTTPError(409, f"Job {job_id!r} is not running")
+        return JSONResponse({})
+    if action == "requests":
+        return JSONResponse(ctx.request_counts())
+    raise HTTPError(404, f"Unknown emulator control {action!r}")
+
+
+def build_app(ctx: Context) -> Starlette:
+    routes = [
+        *_api_jobs.routes(),
+        *_api_buckets.routes(),
+        Route("/_emulator/{action}", control, methods=["GET", "POST", "DELETE"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(FrontDoor, ctx=ctx), Middleware(FaultMiddleware, faults=ctx.faults)],
+        exception_handlers={HTTPError: _http_error, HTTPException: _starlette_error, Exception: _unexpected},
+    )
+    app.state.ctx = ctx
+    return app

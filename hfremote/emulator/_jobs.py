@@ -1,0 +1,94 @@
+"""Job records: created from a spec, rendered as the JobInfo the client parses."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+import msgspec
+
+from ._runtime import TERMINAL, Runtime
+from ._specs import JobSpec
+from ._store import Record, Store
+from ._util import Clock, iso, new_id, parse_iso
+
+SECRET_MASK = "********"  # the Hub keeps secrets encrypted and never echoes them
+
+
+def owner(namespace: str, user: str) -> dict[str, str]:
+    return {
+        "id": hashlib.sha256(namespace.encode()).hexdigest()[:24],
+        "name": namespace,
+        "type": "user" if namespace == user else "org",
+    }
+
+
+def spec_fields(spec: JobSpec) -> dict[str, Any]:
+    """The job-spec part of a record, camelCase as on the wire, secrets masked.
+
+    The request says `timeoutSeconds` and `attempts`; JobInfo and JobSpec read back `timeout` and `retry`.
+    """
+    skip = ("attempts", "ssh", "timeoutSeconds", "timeout", "retry")
+    fields = {k: v for k, v in msgspec.to_builtins(spec).items() if v is not None and k not in skip}
+    fields["volumes"] = [
+        msgspec.to_builtins(v) | ({} if v.type == "bucket" else {"readOnly": True}) for v in spec.volumes
+    ]
+    fields["secrets"] = {k: SECRET_MASK for k in spec.secrets}
+    fields["retry"] = (spec.attempts or 1) - 1
+    if spec.timeout_seconds:
+        fields["timeout"] = spec.timeout_seconds
+    return fields
+
+
+class Jobs:
+    def __init__(self, store: Store, runtime: Runtime, clock: Clock, user: str) -> None:
+        self.store, self.runtime, self.clock, self.user = store, runtime, clock, user
+
+    def create(
+        self, namespace: str, spec: JobSpec, secrets: dict[str, str], initiator: dict[str, Any] | None = None
+    ) -> Record:
+        job: Record = {
+            "id": new_id(),
+            "createdAt": iso(self.clock.now()),
+            **spec_fields(spec),
+            "owner": owner(namespace, self.user),
+            "status": {"stage": "SCHEDULING", "message": None},
+            "initiator": initiator or {"type": "user", "id": owner(self.user, self.user)["id"], "name": self.user},
+        }
+        self.store.insert_job(job, secrets)
+        self.runtime.notify()
+        return job
+
+    def duplicate(self, job: Record) -> Record:
+        spec = msgspec.convert(
+            {k: v for k, v in job.items() if k not in ("secrets", "retry", "timeout")}
+            | {"attempts": (job.get("retry") or 0) + 1, "timeoutSeconds": job.get("timeout")},
+            JobSpec,
+        )
+        initiator = {"type": "duplicated-job", "id": job["id"]}
+        return self.create(job["owner"]["name"], spec, self.store.job_secrets(job["id"]), initiator)
+
+    def render(self, job: Record) -> dict[str, Any]:
+        info = copy.deepcopy(job)
+        info["timeoutSeconds"] = info.get("timeout")
+        info["durations"] = self._durations(job)
+        if info["status"].get("message") is None:
+            info["status"].pop("message")
+        return info
+
+    def _durations(self, job: Record) -> dict[str, int]:
+        now = self.clock.now()
+        created = parse_iso(job["createdAt"])
+        started = parse_iso(job["startedAt"]) if job.get("startedAt") else None
+        finished = parse_iso(job["finishedAt"]) if job.get("finishedAt") else None
+        end = finished or now
+        out = {"totalSecs": int((end - created).total_seconds())}
+        out["schedulingSecs"] = int(((started or end) - created).total_seconds())
+        if started is not None:
+            out["runningSecs"] = int((end - started).total_seconds())
+        return out
+
+    @staticmethod
+    def is_terminal(job: Record) -> bool:
+        return job["status"]["stage"] in TERMINAL

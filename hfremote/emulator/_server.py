@@ -1,0 +1,233 @@
+"""The emulator as an object: state directory, services, and a uvicorn server in a background thread."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.requests import Request
+
+from ._app import build_app
+from ._faults import FaultRule, Faults
+from ._jobs import Jobs, owner
+from ._logs import LogBook
+from ._runtime import Runtime
+from ._scheduler import Schedules
+from ._store import Store
+from ._util import Clock
+from ._xet import XetStorage
+
+DEFAULT_USER = "emulator-user"
+
+
+class Context:
+    """Everything a route handler needs, shared by the app and the `Emulator` front."""
+
+    def __init__(
+        self, state_dir: Path, token: str, user: str, orgs: tuple[str, ...], max_running: int, page_size: int,
+        seed: int | None,
+    ) -> None:
+        self.state_dir, self.token, self.user, self.orgs = state_dir, token, user, orgs
+        self.page_size = page_size
+        self.store = Store(state_dir / "emulator.sqlite3")
+        self.instance = self.store.meta("instance") or secrets.token_hex(6)
+        self.store.set_meta("instance", self.instance)
+        self.clock = Clock(float(self.store.meta("clock_offset", "0") or 0))
+        self.storage = XetStorage(state_dir / "xet", self.store)
+        self.logs = LogBook(state_dir / "logs", self.clock)
+        self.endpoint = ""
+        self.runtime = Runtime(
+            self.store, self.storage, self.logs, state_dir, self.clock, max_running, lambda: (self.endpoint, token)
+        )
+        self.jobs = Jobs(self.store, self.runtime, self.clock, user)
+        self.schedules = Schedules(self.jobs)
+        self.faults = Faults(seed)
+        self.runtime.on_job_started = self._maybe_kill
+        self.jobs_owner_id = owner(user, user)["id"]
+        self.closing = False
+        self._requests: collections.Counter[tuple[str, str, int]] = collections.Counter()
+        self.request_log: collections.deque[tuple[float, str, str, int]] = collections.deque(maxlen=200_000)
+
+    # -- auth ------------------------------------------------------------------------------------
+    def authorized_headers(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        expected = f"Bearer {self.token}".encode()
+        return any(k == b"authorization" and secrets.compare_digest(v, expected) for k, v in headers)
+
+    def authorized(self, request: Request) -> bool:
+        return secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {self.token}")
+
+    # -- request log -----------------------------------------------------------------------------
+    def record(self, method: str, path: str, status: int) -> None:
+        self.request_log.append((time.time(), method, path, status))
+
+    def request_counts(self) -> dict[str, int]:
+        counts: collections.Counter[str] = collections.Counter()
+        for _, method, path, status in self.request_log:
+            counts[f"{method} {path} {status}"] += 1
+        return dict(counts)
+
+    # -- time and faults -------------------------------------------------------------------------
+    def advance(self, seconds: float) -> list[str]:
+        self.clock.advance(seconds)
+        self.store.set_meta("clock_offset", str(self.clock.offset))
+        return [job["id"] for job in self.schedules.fire_due()]
+
+    def _maybe_kill(self, job_id: str) -> None:
+        rule = self.faults.match("KILL", job_id, ("kill",))
+        if rule is not None:
+            reason = "Job was killed (injected fault: simulated node failure)"
+            timer = threading.Timer(rule.delay, self._kill_when_running, args=(job_id, reason))
+            timer.daemon = True
+            timer.start()
+
+    def _kill_when_running(self, job_id: str, reason: str) -> None:
+        deadline = time.monotonic() + 30  # the process may still be starting (volumes, uv)
+        while not self.runtime.kill(job_id, reason) and time.monotonic() < deadline:
+            job = self.store.job(job_id)
+            if job is None or job["status"]["stage"] not in ("SCHEDULING", "RUNNING"):
+                return
+            time.sleep(0.05)
+
+
+class Emulator:
+    """An offline Hugging Face Jobs platform on loopback.
+
+        with Emulator() as emu:
+            api = HfApi(endpoint=emu.endpoint, token=emu.token)
+
+    `state_dir` keeps jobs, schedules and bucket files across restarts (a temporary directory, removed
+    on exit, when not given). Running jobs are ended when the emulator stops.
+    """
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        token: str | None = None,
+        user: str = DEFAULT_USER,
+        orgs: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_running: int | None = None,
+        page_size: int = 1000,
+        faults: list[str | FaultRule] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self._temp = state_dir is None
+        self.state_dir = Path(tempfile.mkdtemp(prefix="hfremote-emulator-") if state_dir is None else state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.token = token or self._saved_token()
+        self.user = user
+        self.host, self.port = host, port
+        self.ctx = Context(
+            self.state_dir.resolve(), self.token, user, orgs, max_running or os.cpu_count() or 2, page_size, seed
+        )
+        for rule in faults or ():
+            self.ctx.faults.add(rule)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def _saved_token(self) -> str:
+        path = self.state_dir / "token"
+        if path.exists():
+            return path.read_text().strip()
+        token = "hf_emulator_" + secrets.token_hex(16)
+        path.write_text(token)
+        path.chmod(0o600)
+        return token
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> Emulator:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.ctx.endpoint = f"http://{host}:{self.port}"
+        config = uvicorn.Config(
+            build_app(self.ctx), log_level="warning", date_header=False, server_header=False,
+            timeout_graceful_shutdown=3, lifespan="off", access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="emulator-http", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the emulator failed to start on {self.endpoint}")
+            time.sleep(0.01)
+        self.ctx.runtime.start()
+        self.ctx.schedules.start()
+        logging.getLogger("hfremote.emulator").info("emulator serving on %s", self.endpoint)
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self.ctx.closing = True
+        self.ctx.schedules.stop()
+        self.ctx.runtime.stop()
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+        self.ctx.store.close()
+        self._server = None
+        if self._temp:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def serve_forever(self) -> None:
+        """Block until interrupted (the `hfremote emulator` command)."""
+        self.start()
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(0.5)
+        finally:
+            self.stop()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- for tests and tools ---------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        return self.ctx.endpoint
+
+    @property
+    def faults(self) -> Faults:
+        return self.ctx.faults
+
+    def advance(self, seconds: float) -> list[str]:
+        """Move the emulator clock forward and fire the schedules now due; returns the new job ids."""
+        return self.ctx.advance(seconds)
+
+    def fire_schedules(self) -> list[str]:
+        return [job["id"] for job in self.ctx.schedules.fire_due()]
+
+    def kill_job(self, job_id: str, reason: str = "Job was killed (simulated node failure)") -> bool:
+        return self.ctx.runtime.kill(job_id, reason)
+
+    def requests(self) -> list[tuple[float, str, str, int]]:
+        """Every request served so far: (time, method, path, status)."""
+        return list(self.ctx.request_log)
+
+    def jobs(self, **filters: Any) -> list[dict[str, Any]]:
+        """Job records straight from the store (newest first), e.g. `jobs(stages=["RUNNING"])`."""
+        return self.ctx.store.jobs(**filters)
