@@ -54,7 +54,11 @@ def _bucket_json(ctx: Context, bucket: Record) -> dict[str, Any]:
 def _file_json(f: Record) -> dict[str, Any]:
     mtime = datetime.fromtimestamp(f["mtimeMs"] / 1000, timezone.utc)
     return {
-        "type": "file", "path": f["path"], "size": f["size"], "xetHash": f["xetHash"], "mtime": iso(mtime),
+        "type": "file",
+        "path": f["path"],
+        "size": f["size"],
+        "xetHash": f["xetHash"],
+        "mtime": iso(mtime),
         "uploadedAt": f["uploadedAt"],
     }
 
@@ -70,7 +74,7 @@ def _page(request: Request, items: list[Any]) -> Response:
     if len(items) > cursor + page_size:
         query = {**request.query_params, "cursor": str(cursor + page_size)}
         headers["Link"] = f'<{request.url.include_query_params(**query)}>; rel="next"'
-    return JSONResponse(items[cursor:cursor + page_size], headers=headers)
+    return JSONResponse(items[cursor : cursor + page_size], headers=headers)
 
 
 # -- buckets ----------------------------------------------------------------------------------------
@@ -111,7 +115,7 @@ async def bucket_settings(request: Request) -> Response:
     bucket = _bucket(request)
     settings = json.loads(await body_of(request) or b"{}")
     if not isinstance(settings, dict) or not isinstance(settings.get("private", False), bool):
-        raise bad_request("Bucket settings must be an object such as {\"private\": true}")
+        raise bad_request('Bucket settings must be an object such as {"private": true}')
     bucket["private"] = settings.get("private", bucket["private"])
     ctx.store.update_bucket(bucket)
     return JSONResponse({})
@@ -184,7 +188,7 @@ async def tree(request: Request) -> Response:
     base = f"{prefix}/" if prefix else ""
     files, dirs, items = ctx.store.files(bucket["id"], base), set(), []
     for f in files:
-        rel = f["path"][len(base):]
+        rel = f["path"][len(base) :]
         parts = rel.split("/")[:-1]
         if recursive or not parts:
             items.append(_file_json(f))
@@ -263,13 +267,25 @@ async def reconstruction(request: Request) -> Response:
     ctx = _cas(request)
     fetch_url = f"{_base(request)}/cas/{ctx.instance}/fetch"
     plan = await run_in_threadpool(
-        ctx.storage.reconstruction, request.path_params["hash"], request.headers.get("range"), fetch_url
+        ctx.storage.reconstruction,
+        request.path_params["hash"],
+        request.headers.get("range"),
+        fetch_url,
+        lambda xorb: fetch_signature(ctx, xorb),
     )
     return JSONResponse(plan)
 
 
+def fetch_signature(ctx: Context, xorb: str) -> str:
+    return hashlib.sha256(f"{ctx.token}:fetch:{xorb}".encode()).hexdigest()[:32]
+
+
 async def fetch_xorb(request: Request) -> Response:
-    ctx = _cas(request)
+    # hf_xet sends no token to fetch URLs (they are presigned on the Hub): the signature is in the URL.
+    ctx = ctx_of(request)
+    xorb = request.path_params["hash"]
+    if request.query_params.get("sig") != fetch_signature(ctx, xorb):
+        raise HTTPError(403, "Invalid or missing signature on the xorb URL")
     rng = request.headers.get("range")
     if not rng:
         raise bad_request("Xorb reads need a Range header")
@@ -280,7 +296,9 @@ async def fetch_xorb(request: Request) -> Response:
         raise bad_request(f"Bad Range header {rng!r}") from None
     data, size = await run_in_threadpool(ctx.storage.xorb_range, request.path_params["hash"], a, b)
     return Response(
-        data, status_code=206, media_type="application/octet-stream",
+        data,
+        status_code=206,
+        media_type="application/octet-stream",
         headers={"Content-Range": f"bytes {a}-{a + len(data) - 1}/{size}"},
     )
 

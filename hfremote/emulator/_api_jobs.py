@@ -59,18 +59,20 @@ async def body_of(request: Request, limit: int = 1 << 20) -> bytes:
 # -- identity and hardware ---------------------------------------------------------------------------
 async def whoami(request: Request) -> Response:
     ctx = ctx_of(request)
-    return JSONResponse({
-        "type": "user",
-        "id": ctx.jobs_owner_id,
-        "name": ctx.user,
-        "fullname": ctx.user,
-        "email": None,
-        "emailVerified": True,
-        "isPro": False,
-        "canPay": True,
-        "orgs": [{"type": "org", "name": org, "fullname": org, "roleInOrg": "admin"} for org in ctx.orgs],
-        "auth": {"type": "access_token", "accessToken": {"displayName": "emulator", "role": "write"}},
-    })
+    return JSONResponse(
+        {
+            "type": "user",
+            "id": ctx.jobs_owner_id,
+            "name": ctx.user,
+            "fullname": ctx.user,
+            "email": None,
+            "emailVerified": True,
+            "isPro": False,
+            "canPay": True,
+            "orgs": [{"type": "org", "name": org, "fullname": org, "roleInOrg": "admin"} for org in ctx.orgs],
+            "auth": {"type": "access_token", "accessToken": {"displayName": "emulator", "role": "write"}},
+        }
+    )
 
 
 async def agent_harnesses(request: Request) -> Response:
@@ -266,8 +268,7 @@ async def list_scheduled(request: Request) -> Response:
     ns = namespace_of(request)
     wanted = [tuple(item.partition("=")[::2]) for item in request.query_params.getlist("label")]
     found = [
-        s for s in ctx.store.all_scheduled(ns)
-        if all((s["jobSpec"].get("labels") or {}).get(k) == v for k, v in wanted)
+        s for s in ctx.store.all_scheduled(ns) if all((s["jobSpec"].get("labels") or {}).get(k) == v for k, v in wanted)
     ]
     return JSONResponse([ctx.schedules.render(s) for s in found])
 
@@ -326,5 +327,3 @@ def routes() -> list[Route]:
         Route(f"{sched}/labels", scheduled_labels, methods=["PUT"]),
         Route(sched + "/{action}", scheduled_action, methods=["POST"]),
     ]
-
-

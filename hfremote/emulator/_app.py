@@ -54,10 +54,17 @@ class FrontDoor:
 
         if not path.startswith(_PUBLIC_PREFIXES) and not self.ctx.authorized_headers(scope["headers"]):
             body = json.dumps({"error": "Invalid credentials in Authorization header"}).encode()
-            await stamped_send({"type": "http.response.start", "status": 401, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                (b"x-error-message", b"Invalid credentials in Authorization header"),
-            ]})
+            await stamped_send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"x-error-message", b"Invalid credentials in Authorization header"),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
             self.ctx.record(scope["method"], path, 401)
             return
@@ -67,12 +74,14 @@ class FrontDoor:
             self.ctx.record(scope["method"], path, status)
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None,
-           body: dict[str, Any] | None = None) -> Response:
+def _error(
+    status: int, message: str, headers: dict[str, str] | None = None, body: dict[str, Any] | None = None
+) -> Response:
     # The client reads X-Error-Message first, then the JSON `error`; header values must be one line.
     safe = message.replace("\r", " ").replace("\n", " ")[:1000]
-    return JSONResponse(body or {"error": message}, status_code=status,
-                        headers={"X-Error-Message": safe, **(headers or {})})
+    return JSONResponse(
+        body or {"error": message}, status_code=status, headers={"X-Error-Message": safe, **(headers or {})}
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -108,7 +117,7 @@ async def control(request: Request) -> Response:
     if action == "advance":
         seconds = payload.get("seconds")
         if not isinstance(seconds, (int, float)) or seconds < 0:
-            raise bad_request("advance takes {\"seconds\": <non-negative number>}")
+            raise bad_request('advance takes {"seconds": <non-negative number>}')
         fired = ctx.advance(float(seconds))
         return JSONResponse({"now": ctx.clock.now().isoformat(), "fired": fired})
     if action == "fire":

@@ -35,8 +35,14 @@ _FLAVORS: dict[str, tuple[str, str, str, str | None, tuple[int, str, str] | None
     "rtx-pro-6000": ("Nvidia RTX PRO 6000", "24 vCPU", "186 GB", "1000 GB", (1, "RTX PRO 6000", "96 GB"), 2.50),
     "rtx-pro-6000x2": ("2x Nvidia RTX PRO 6000", "48 vCPU", "372 GB", "2000 GB", (2, "RTX PRO 6000", "192 GB"), 5.00),
     "rtx-pro-6000x4": ("4x Nvidia RTX PRO 6000", "96 vCPU", "744 GB", "4000 GB", (4, "RTX PRO 6000", "384 GB"), 10.00),
-    "rtx-pro-6000x8": ("8x Nvidia RTX PRO 6000", "192 vCPU", "1488 GB", "8000 GB", (8, "RTX PRO 6000", "768 GB"),
-                       20.00),
+    "rtx-pro-6000x8": (
+        "8x Nvidia RTX PRO 6000",
+        "192 vCPU",
+        "1488 GB",
+        "8000 GB",
+        (8, "RTX PRO 6000", "768 GB"),
+        20.00,
+    ),
 }
 
 FLAVORS: tuple[str, ...] = tuple(_FLAVORS)
@@ -46,20 +52,27 @@ def hardware_table() -> list[dict[str, Any]]:
     rows = []
     for name, (pretty, cpu, ram, storage, accel, hourly) in _FLAVORS.items():
         micro = round(hourly / 60 * 1_000_000)
-        rows.append({
-            "name": name,
-            "prettyName": pretty,
-            "cpu": cpu,
-            "ram": ram,
-            "ephemeralStorage": storage,
-            "accelerator": None if accel is None else {
-                "type": "gpu", "model": accel[1], "quantity": str(accel[0]), "vram": accel[2],
-                "manufacturer": "Nvidia",
-            },
-            "unitCostMicroUSD": micro,
-            "unitCostUSD": micro / 1_000_000,
-            "unitLabel": "minute",
-        })
+        rows.append(
+            {
+                "name": name,
+                "prettyName": pretty,
+                "cpu": cpu,
+                "ram": ram,
+                "ephemeralStorage": storage,
+                "accelerator": None
+                if accel is None
+                else {
+                    "type": "gpu",
+                    "model": accel[1],
+                    "quantity": str(accel[0]),
+                    "vram": accel[2],
+                    "manufacturer": "Nvidia",
+                },
+                "unitCostMicroUSD": micro,
+                "unitCostUSD": micro / 1_000_000,
+                "unitLabel": "minute",
+            }
+        )
     return rows
 
 

@@ -36,8 +36,18 @@ from ._xet import XetStorage
 TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
 DEFAULT_TIMEOUT = 30 * 60  # the platform's default when a job sets none
 _KILL_GRACE = 1.0
-_PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_INDEX_URL",
-                    "PIP_EXTRA_INDEX_URL", "TMPDIR", "SYSTEMROOT")
+_PASSTHROUGH_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "TMPDIR",
+    "SYSTEMROOT",
+)
 
 
 @dataclass
@@ -73,11 +83,13 @@ class Runtime:
         root: Path,
         clock: Clock,
         max_running: int,
-        hub: Callable[[], tuple[str, str]],
+        endpoint: Callable[[], str],
+        publish: Callable[[str, list[tuple[Path, str]], list[str]], None],
     ) -> None:
         self._store, self._storage, self._logs, self._clock = store, storage, logs, clock
         self._root = root
-        self._hub = hub  # -> (endpoint, token): the emulator's own address, for the job env and syncing
+        self._endpoint = endpoint  # the emulator's own address: jobs reach "the Hub" there
+        self._publish = publish  # stores files into a bucket, as an upload through Xet would
         self.max_running = max_running
         self._lock = self.lock = threading.RLock()  # guards job records and the running set
         self._wake = threading.Condition(self._lock)
@@ -182,7 +194,8 @@ class Runtime:
     def _run(self, run: _Running) -> None:
         job = self._store.job(run.job_id)
         assert job is not None
-        stage, message = "ERROR", "The emulator failed to run this job"
+        stage: str = "ERROR"
+        message: str | None = "The emulator failed to run this job"
         mounts: list[_Mount] = []
         try:
             mounts = self._mount(job)
@@ -217,7 +230,9 @@ class Runtime:
         stage, message = "ERROR", None
         for attempt in range(1, attempts + 1):
             if run.cancel.is_set():
-                stage, message = ("ERROR", run.kill_reason) if run.kill_reason else ("CANCELED", "Cancelled by the user")
+                stage, message = (
+                    ("ERROR", run.kill_reason) if run.kill_reason else ("CANCELED", "Cancelled by the user")
+                )
                 break
             suffix = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
             self._logs.append(job["id"], f"===== Job started at {iso(self._clock.now())}{suffix} =====")
@@ -240,8 +255,13 @@ class Runtime:
             )
         try:
             process = subprocess.Popen(
-                [exe, *argv[1:]], cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True,
+                [exe, *argv[1:]],
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
         except OSError as e:
             raise JobFailure(f"Could not start {argv[0]!r}: {e.strerror or e}") from None
@@ -268,7 +288,9 @@ class Runtime:
             reader.join(5)  # every line is in the log before the stage changes
         run.process = None
         if run.cancel.is_set():  # the user cancelled, or the emulator is stopping (with a reason)
-            return ("ERROR", run.kill_reason, False) if run.kill_reason else ("CANCELED", "Cancelled by the user", False)
+            return (
+                ("ERROR", run.kill_reason, False) if run.kill_reason else ("CANCELED", "Cancelled by the user", False)
+            )
         if run.kill_reason:  # a simulated node failure: another attempt may follow, as on the platform
             reason, run.kill_reason = run.kill_reason, None
             return "ERROR", reason, True
@@ -293,18 +315,20 @@ class Runtime:
         home.mkdir(parents=True, exist_ok=True)
         env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
         env.update({k: v for k, v in os.environ.items() if k.startswith("UV_") and k != "UV_PROJECT_ENVIRONMENT"})
-        endpoint, _ = self._hub()
-        env.update({
-            "PATH": os.pathsep.join([str(self._bin), env.get("PATH", os.defpath)]),
-            "HOME": str(home),
-            "HF_HOME": str(home / ".cache" / "huggingface"),
-            "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or _uv_cache_dir(),
-            "HF_ENDPOINT": endpoint,
-            "HF_HUB_DISABLE_TELEMETRY": "1",
-            "JOB_ID": job["id"],
-            "ACCELERATOR": "",
-            "CPU_CORES": str(os.cpu_count() or 1),
-        })
+        endpoint = self._endpoint()
+        env.update(
+            {
+                "PATH": os.pathsep.join([str(self._bin), env.get("PATH", os.defpath)]),
+                "HOME": str(home),
+                "HF_HOME": str(home / ".cache" / "huggingface"),
+                "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or _uv_cache_dir(),
+                "HF_ENDPOINT": endpoint,
+                "HF_HUB_DISABLE_TELEMETRY": "1",
+                "JOB_ID": job["id"],
+                "ACCELERATOR": "",
+                "CPU_CORES": str(os.cpu_count() or 1),
+            }
+        )
         env.update({k: _translate(v, mounts) for k, v in (job.get("environment") or {}).items()})
         env.update(self._store.job_secrets(job["id"]))
         return env
@@ -328,7 +352,7 @@ class Runtime:
         prefix = f"{volume['path'].strip('/')}/" if volume.get("path") else ""
         local.mkdir(parents=True, exist_ok=True)
         for f in self._store.files(bucket, prefix):
-            dest = local / f["path"][len(prefix):]
+            dest = local / f["path"][len(prefix) :]
             dest.parent.mkdir(parents=True, exist_ok=True)
             with dest.open("wb") as out:
                 self._storage.write_file(f["xetHash"], out)
@@ -342,20 +366,16 @@ class Runtime:
         return mount
 
     def _sync_back(self, job_id: str, mounts: list[_Mount]) -> None:
-        from huggingface_hub import HfApi  # imported late: only jobs with read-write volumes need it
-
         for mount in mounts:
             if mount.bucket is None:
                 continue
             now = _scan(mount.local)
-            add = [(str(mount.local / rel), mount.prefix + rel) for rel, sig in now.items()
-                   if mount.snapshot.get(rel) != sig]
+            add = [
+                (mount.local / rel, mount.prefix + rel) for rel, sig in now.items() if mount.snapshot.get(rel) != sig
+            ]
             delete = [mount.prefix + rel for rel in mount.snapshot if rel not in now]
             if add or delete:
-                endpoint, token = self._hub()
-                # The real client uploads through our own Xet routes: the bytes land exactly as a
-                # user's upload would, and downloads need no special case.
-                HfApi(endpoint=endpoint, token=token).batch_bucket_files(mount.bucket, add=add, delete=delete)
+                self._publish(mount.bucket, add, delete)
 
     # -- metrics -----------------------------------------------------------------------------------
     def _sample(self) -> None:
@@ -437,7 +457,8 @@ def _translate(text: str, mounts: list[_Mount]) -> str:
     """Rewrite a container mount path (e.g. `/data/x.py`, `--out=/data`) to its local directory."""
     for mount in mounts:  # longest mount path first
         pattern = r"(?<![\w./-])" + re.escape(mount.mount_path.rstrip("/")) + r"(?=/|$|[\s:,;'\"])"
-        text = re.sub(pattern, lambda _m, local=str(mount.local): local, text)
+        local = str(mount.local)
+        text = re.sub(pattern, lambda _m, local=local: local, text)
     return text
 
 
@@ -447,10 +468,14 @@ def _repo_snapshot(volume: dict[str, Any]) -> Path:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(
-            volume["source"], repo_type=volume.get("type", "model"), revision=volume.get("revision"),
-            local_files_only=True,
-        ))
+        return Path(
+            snapshot_download(
+                volume["source"],
+                repo_type=volume.get("type", "model"),
+                revision=volume.get("revision"),
+                local_files_only=True,
+            )
+        )
     except (LocalEntryNotFoundError, OSError, ValueError):
         raise JobFailure(
             f"The emulator is offline and has no local copy of {volume.get('type', 'model')} {volume['source']!r} "

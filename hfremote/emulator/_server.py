@@ -25,8 +25,8 @@ from ._logs import LogBook
 from ._runtime import Runtime
 from ._scheduler import Schedules
 from ._store import Store
-from ._util import Clock
-from ._xet import XetStorage
+from ._util import Clock, iso
+from ._xet import XetStorage, upload
 
 DEFAULT_USER = "emulator-user"
 
@@ -35,7 +35,13 @@ class Context:
     """Everything a route handler needs, shared by the app and the `Emulator` front."""
 
     def __init__(
-        self, state_dir: Path, token: str, user: str, orgs: tuple[str, ...], max_running: int, page_size: int,
+        self,
+        state_dir: Path,
+        token: str,
+        user: str,
+        orgs: tuple[str, ...],
+        max_running: int,
+        page_size: int,
         seed: int | None,
     ) -> None:
         self.state_dir, self.token, self.user, self.orgs = state_dir, token, user, orgs
@@ -48,7 +54,14 @@ class Context:
         self.logs = LogBook(state_dir / "logs", self.clock)
         self.endpoint = ""
         self.runtime = Runtime(
-            self.store, self.storage, self.logs, state_dir, self.clock, max_running, lambda: (self.endpoint, token)
+            self.store,
+            self.storage,
+            self.logs,
+            state_dir,
+            self.clock,
+            max_running,
+            lambda: self.endpoint,
+            self.publish,
         )
         self.jobs = Jobs(self.store, self.runtime, self.clock, user)
         self.schedules = Schedules(self.jobs)
@@ -66,6 +79,17 @@ class Context:
 
     def authorized(self, request: Request) -> bool:
         return secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {self.token}")
+
+    def publish(self, bucket_id: str, add: list[tuple[Path, str]], delete: list[str]) -> None:
+        """Store local files into a bucket (job volumes syncing back) through our own CAS routes."""
+        from ._api_buckets import xet_token
+
+        uploaded = upload(f"{self.endpoint}/cas/{self.instance}", xet_token(self), [local for local, _ in add])
+        now = iso(self.clock.now())
+        for (local, path), (xet_hash, size) in zip(add, uploaded, strict=True):
+            self.store.put_file(bucket_id, path, xet_hash, size, int(local.stat().st_mtime * 1000), now, None)
+        for path in delete:
+            self.store.delete_file(bucket_id, path)
 
     # -- request log -----------------------------------------------------------------------------
     def record(self, method: str, path: str, status: int) -> None:
@@ -156,8 +180,13 @@ class Emulator:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.ctx.endpoint = f"http://{host}:{self.port}"
         config = uvicorn.Config(
-            build_app(self.ctx), log_level="warning", date_header=False, server_header=False,
-            timeout_graceful_shutdown=3, lifespan="off", access_log=False,
+            build_app(self.ctx),
+            log_level="warning",
+            date_header=False,
+            server_header=False,
+            timeout_graceful_shutdown=3,
+            lifespan="off",
+            access_log=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -137,10 +137,7 @@ def check_labels(labels: dict[str, str]) -> None:
 def check_path(path: str, what: str) -> str:
     """A relative path inside a bucket or volume: no traversal, no absolute paths, no odd characters."""
     parts = path.split("/")
-    if (
-        not path or path.startswith("/") or "\\" in path or "\x00" in path
-        or any(p in ("", ".", "..") for p in parts)
-    ):
+    if not path or path.startswith("/") or "\\" in path or "\x00" in path or any(p in ("", ".", "..") for p in parts):
         raise bad_request(f"Invalid {what} {path!r}: use a relative path without '.', '..' or empty segments")
     return path
 

@@ -82,11 +82,22 @@ class Store:
     def insert_job(self, job: Record, secrets: dict[str, str]) -> None:
         with self.transaction() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            sched = (job.get("initiator") or {}).get("id") if job.get("initiator", {}).get("type") == "scheduled-job" else None
+            sched = (
+                (job.get("initiator") or {}).get("id")
+                if job.get("initiator", {}).get("type") == "scheduled-job"
+                else None
+            )
             db.execute(
                 "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job["id"], job["owner"]["name"], seq, job["status"]["stage"], sched, json.dumps(job),
-                 json.dumps(secrets)),
+                (
+                    job["id"],
+                    job["owner"]["name"],
+                    seq,
+                    job["status"]["stage"],
+                    sched,
+                    json.dumps(job),
+                    json.dumps(secrets),
+                ),
             )
             self._write_labels(db, job["id"], job.get("labels") or {})
 
@@ -121,7 +132,7 @@ class Store:
         limit: int = -1,
         newest_first: bool = True,
     ) -> list[Record]:
-        sql, args = ["SELECT data FROM jobs WHERE 1 = 1"], []
+        sql, args = ["SELECT data FROM jobs WHERE 1 = 1"], list[Any]()
         if namespace is not None:
             sql.append("AND namespace = ?")
             args.append(namespace)
@@ -150,8 +161,13 @@ class Store:
                 seq, kept = row
             db.execute(
                 "INSERT OR REPLACE INTO scheduled VALUES (?, ?, ?, ?, ?)",
-                (sched["id"], sched["owner"]["name"], seq, json.dumps(sched),
-                 json.dumps(secrets) if secrets is not None else kept),
+                (
+                    sched["id"],
+                    sched["owner"]["name"],
+                    seq,
+                    json.dumps(sched),
+                    json.dumps(secrets) if secrets is not None else kept,
+                ),
             )
 
     def scheduled(self, sched_id: str) -> Record | None:
@@ -207,7 +223,13 @@ class Store:
         return int(rows[0][0]), int(rows[0][1])
 
     def put_file(
-        self, bucket_id: str, path: str, xet_hash: str, size: int, mtime_ms: int, uploaded_at: str,
+        self,
+        bucket_id: str,
+        path: str,
+        xet_hash: str,
+        size: int,
+        mtime_ms: int,
+        uploaded_at: str,
         content_type: str | None,
     ) -> None:
         with self.transaction() as db:
@@ -229,7 +251,7 @@ class Store:
             (bucket_id, len(prefix), prefix),
         )
         keys = ("path", "xetHash", "size", "mtimeMs", "uploadedAt", "contentType")
-        return [dict(zip(keys, row)) for row in rows]
+        return [dict(zip(keys, row, strict=False)) for row in rows]
 
     def file(self, bucket_id: str, path: str) -> Record | None:
         found = [f for f in self.files(bucket_id, path) if f["path"] == path]

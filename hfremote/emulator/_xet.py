@@ -12,6 +12,8 @@ import hashlib
 import os
 import struct
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,7 +29,7 @@ _METADATA_FLAG = 1 << 30
 
 def hash_hex(raw: bytes) -> str:
     """Xet prints a 32-byte hash as four little-endian u64 words, each as 16 hex digits."""
-    return "".join(f"{int.from_bytes(raw[i * 8:(i + 1) * 8], 'little'):016x}" for i in range(4))
+    return "".join(f"{int.from_bytes(raw[i * 8 : (i + 1) * 8], 'little'):016x}" for i in range(4))
 
 
 def parse_shard(data: bytes) -> dict[str, list[list[Any]]]:
@@ -35,7 +37,7 @@ def parse_shard(data: bytes) -> dict[str, list[list[Any]]]:
     files: dict[str, list[list[Any]]] = {}
     off = 48  # header: 32-byte tag, u64 version, u64 footer size
     while off + 48 <= len(data):
-        file_hash = data[off:off + 32]
+        file_hash = data[off : off + 32]
         if file_hash == _BOOKEND:
             break
         flags, count = struct.unpack_from("<II", data, off + 32)
@@ -44,7 +46,7 @@ def parse_shard(data: bytes) -> dict[str, list[list[Any]]]:
         for i in range(count):
             entry = off + i * 48
             _, unpacked, start, end = struct.unpack_from("<IIII", data, entry + 32)
-            segments.append([hash_hex(data[entry:entry + 32]), start, end, unpacked])
+            segments.append([hash_hex(data[entry : entry + 32]), start, end, unpacked])
         off += 48 * (count + (count if flags & _VERIFICATION_FLAG else 0) + (1 if flags & _METADATA_FLAG else 0))
         files[hash_hex(file_hash)] = segments
     return files
@@ -61,7 +63,7 @@ def _ungroup4(data: bytes) -> bytes:
     pos = 0
     for g in range(4):
         size = n // 4 + (1 if g < n % 4 else 0)
-        out[g::4] = data[pos:pos + size]
+        out[g::4] = data[pos : pos + size]
         pos += size
     return bytes(out)
 
@@ -126,9 +128,9 @@ class XetStorage:
             version = data[off]
             if version != 0:
                 break  # anything after the chunks (a footer) is not ours to read
-            clen = int.from_bytes(data[off + 1:off + 4], "little")
+            clen = int.from_bytes(data[off + 1 : off + 4], "little")
             schemes.append(data[off + 4])
-            sizes.append(int.from_bytes(data[off + 5:off + 8], "little"))
+            sizes.append(int.from_bytes(data[off + 5 : off + 8], "little"))
             off += 8 + clen
             if off > len(data):
                 raise ValueError("chunk runs past the end of the xorb")
@@ -147,7 +149,9 @@ class XetStorage:
     def file_size(self, file_hash: str) -> int | None:
         return self._store.xet_size(file_hash)
 
-    def reconstruction(self, file_hash: str, range_header: str | None, fetch_url: str) -> dict[str, Any]:
+    def reconstruction(
+        self, file_hash: str, range_header: str | None, fetch_url: str, sign: Callable[[str], str]
+    ) -> dict[str, Any]:
         """The v1 reconstruction answer for the requested byte range (hf_xet always sends one)."""
         segments = self._store.xet_file(file_hash)
         if segments is None:
@@ -174,11 +178,13 @@ class XetStorage:
             if not terms:
                 offset_into_first = first - cursor
             terms.append({"hash": xorb, "unpacked_length": length, "range": {"start": start, "end": end}})
-            fetch.setdefault(xorb, []).append({
-                "range": {"start": start, "end": end},
-                "url": f"{fetch_url}/{xorb}",
-                "url_range": {"start": offsets[start], "end": offsets[end] - 1},
-            })
+            fetch.setdefault(xorb, []).append(
+                {
+                    "range": {"start": start, "end": end},
+                    "url": f"{fetch_url}/{xorb}?sig={sign(xorb)}",
+                    "url_range": {"start": offsets[start], "end": offsets[end] - 1},
+                }
+            )
         return {"offset_into_first_range": offset_into_first, "terms": terms, "fetch_info": fetch}
 
     def xorb_range(self, xorb: str, first: int, last: int) -> tuple[bytes, int]:
@@ -216,6 +222,29 @@ class XetStorage:
         return written
 
 
+_SESSION: list[Any] = []
+_SESSION_LOCK = threading.Lock()
+
+
+def upload(cas_url: str, token: str, paths: list[Path]) -> list[tuple[str, int]]:
+    """Upload local files to a CAS with the real hf_xet client; returns (xet hash, size) per file.
+
+    The emulator stores files that jobs write this way, so they are chunked, hashed and laid out
+    exactly as a user's upload would be.
+    """
+    from hf_xet import SKIP_SHA256, XetSession
+
+    with _SESSION_LOCK:
+        if not _SESSION:
+            _SESSION.append(XetSession())
+        session = _SESSION[0]
+    expiry = int(time.time()) + 3600
+    with session.new_upload_commit(endpoint=cas_url, token=token, token_expiry_unix_secs=expiry) as commit:
+        handles = [commit.start_upload_file(str(path), sha256=SKIP_SHA256) for path in paths]
+    results = [handle.result().xet_info for handle in handles]
+    return [(info.hash, info.file_size) for info in results]
+
+
 def parse_range(header: str | None, total: int) -> tuple[int, int]:
     """Inclusive [first, last] of a `bytes=a-b` header; the whole file when absent."""
     if total == 0:
@@ -235,5 +264,3 @@ def parse_range(header: str | None, total: int) -> tuple[int, int]:
     if first >= total or last < first:
         raise HTTPError(416, f"range {header} is outside the file ({total} bytes)")
     return first, min(last, total - 1)
-
-

@@ -1,0 +1,45 @@
+"""Shared fixtures: a real emulator on loopback and the real huggingface_hub client pointed at it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# The client reads these once, at import: set them before anything imports huggingface_hub.
+_HOME = tempfile.mkdtemp(prefix="hfremote-tests-hf-home-")
+os.environ.update(
+    {
+        "HF_HOME": _HOME,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_EXPERIMENTAL_WARNING": "1",
+        "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_XET_TELEMETRY_ENABLED": "false",
+    }
+)
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_ENDPOINT", None)
+
+from huggingface_hub import HfApi  # noqa: E402
+
+from hfremote.emulator import Emulator  # noqa: E402
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[Emulator]:
+    with Emulator(tmp_path / "emulator-state", token="hf_test_token_1234567890") as emu:
+        yield emu
+
+
+@pytest.fixture
+def api(emulator: Emulator) -> HfApi:
+    return HfApi(endpoint=emulator.endpoint, token=emulator.token)
+
+
+@pytest.fixture
+def ns(emulator: Emulator) -> str:
+    return emulator.user
