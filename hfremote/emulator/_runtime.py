@@ -457,8 +457,7 @@ def _translate(text: str, mounts: list[_Mount]) -> str:
     """Rewrite a container mount path (e.g. `/data/x.py`, `--out=/data`) to its local directory."""
     for mount in mounts:  # longest mount path first
         pattern = r"(?<![\w./-])" + re.escape(mount.mount_path.rstrip("/")) + r"(?=/|$|[\s:,;'\"])"
-        local = str(mount.local)
-        text = re.sub(pattern, lambda _m, local=local: local, text)
+        text = re.sub(pattern, str(mount.local).replace("\\", "\\\\"), text)  # a replacement template
     return text
 
 
