@@ -218,7 +218,7 @@ class Runtime:
                 del self._running[run.job_id]
                 run.done.set()
                 self._wake.notify_all()
-            shutil.rmtree(self._root / "jobs" / run.job_id, ignore_errors=True)
+            _remove(self._root / "jobs" / run.job_id)
 
     def _attempts(self, run: _Running, job: Record, mounts: list[_Mount]) -> tuple[str, str | None]:
         attempts = (job.get("retry") or 0) + 1
@@ -247,7 +247,9 @@ class Runtime:
         self, run: _Running, argv: list[str], env: dict[str, str], workdir: Path, timeout: float
     ) -> tuple[str, str | None, bool]:
         """Run one attempt: (stage, message, whether another attempt may follow)."""
-        exe = shutil.which(argv[0], path=env["PATH"]) if argv else None
+        if not argv:
+            raise JobFailure("This job has no command: the emulator cannot run a Space's own image, give a command")
+        exe = shutil.which(argv[0], path=env["PATH"])
         if exe is None:
             raise JobFailure(
                 f"Command not found: {argv[0]!r}. The emulator runs commands on this machine; "
@@ -442,6 +444,14 @@ def _kill_group(process: subprocess.Popen[bytes], graceful: bool) -> None:
             except subprocess.TimeoutExpired:
                 pass
         os.killpg(process.pid, signal.SIGKILL)
+
+
+def _remove(folder: Path) -> None:
+    """Delete a job's folder, read-only volume copies included."""
+    for path in folder.rglob("*"):
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _scan(root: Path) -> dict[str, tuple[int, int]]:

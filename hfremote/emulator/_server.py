@@ -218,8 +218,9 @@ class Emulator:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def serve_forever(self) -> None:
-        """Block until interrupted (the `hfremote emulator` command)."""
-        self.start()
+        """Block until interrupted (the `hfremote emulator` command); starts the server unless started."""
+        if self._server is None:
+            self.start()
         try:
             while self._thread is not None and self._thread.is_alive():
                 self._thread.join(0.5)

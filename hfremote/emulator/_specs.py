@@ -13,11 +13,12 @@ import msgspec
 from croniter import croniter
 
 from ._hardware import check_flavor
-from ._util import HTTPError, bad_request
+from ._util import bad_request
 
 MAX_TIMEOUT_SECONDS = 30 * 86400
 LABEL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 PRESETS = {
     "@annually": "0 0 1 1 *",
@@ -165,6 +166,8 @@ def check_job_spec(spec: JobSpec) -> JobSpec:
         raise bad_request("Give exactly one of 'dockerImage' or 'spaceId'")
     if spec.docker_image is not None and not spec.command:
         raise bad_request("'command' must be a non-empty list of strings for a Docker image job")
+    if spec.docker_image is not None and not IMAGE_RE.match(spec.docker_image):
+        raise bad_request(f"Invalid dockerImage {spec.docker_image!r}: expected an image reference such as python:3.12")
     if spec.space_id is not None and not REPO_ID_RE.match(spec.space_id):
         raise bad_request(f"Invalid spaceId {spec.space_id!r}: expected 'namespace/name'")
     if problem := check_flavor(spec.flavor):
@@ -199,7 +202,3 @@ def check_job_spec(spec: JobSpec) -> JobSpec:
         raise bad_request("network.group must be 1-46 lowercase letters, digits or '-'")
     return spec
 
-
-def raise_if(cond: bool, status: int, message: str) -> None:
-    if cond:
-        raise HTTPError(status, message)

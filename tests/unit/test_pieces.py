@@ -1,0 +1,73 @@
+"""Pure pieces of the emulator: schedules, fault specs, mount-path translation, job specs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from hfremote.emulator import Faults
+from hfremote.emulator._runtime import _Mount, _translate
+from hfremote.emulator._specs import check_schedule, next_run
+from hfremote.emulator._util import HTTPError, iso, parse_iso
+
+NOON = datetime(2026, 11, 26, 12, 30, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ("@hourly", datetime(2026, 11, 26, 13, 0, tzinfo=timezone.utc)),
+        ("@daily", datetime(2026, 11, 27, 0, 0, tzinfo=timezone.utc)),
+        ("@weekly", datetime(2026, 11, 29, 0, 0, tzinfo=timezone.utc)),
+        ("@monthly", datetime(2026, 12, 1, 0, 0, tzinfo=timezone.utc)),
+        ("@yearly", datetime(2027, 1, 1, 0, 0, tzinfo=timezone.utc)),
+        ("@annually", datetime(2027, 1, 1, 0, 0, tzinfo=timezone.utc)),
+        ("*/5 * * * *", datetime(2026, 11, 26, 12, 35, tzinfo=timezone.utc)),
+        ("0 9 * * 1", datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)),
+    ],
+)
+def test_next_run(schedule: str, expected: datetime) -> None:
+    check_schedule(schedule)
+    assert next_run(schedule, NOON) == expected
+
+
+@pytest.mark.parametrize("schedule", ["", "@fortnightly", "* * *", "61 * * * *", "* * * * * *", "every day"])
+def test_bad_schedules_are_refused(schedule: str) -> None:
+    with pytest.raises(HTTPError) as e:
+        check_schedule(schedule)
+    assert e.value.status == 400
+    assert "cron" in e.value.message or "preset" in e.value.message
+
+
+def test_timestamps_end_in_z_and_round_trip() -> None:
+    text = iso(NOON)
+    assert text == "2026-11-26T12:30:00.000Z"
+    assert parse_iso(text) == NOON
+
+
+def test_fault_specs_parse() -> None:
+    rule = Faults.parse("429 POST /api/jobs/* count=3 retry-after=2")
+    assert (rule.kind, rule.method, rule.path, rule.count, rule.retry_after) == ("429", "POST", "/api/jobs/*", 3, 2)
+    assert Faults.parse("kill rate=0.5 delay=1").delay == 1.0
+    for bad in ("teapot GET *", "429 GET * bogus=1", "503 GET * rate=2", ""):
+        with pytest.raises(ValueError):
+            Faults.parse(bad)
+
+
+def test_fault_counts_run_out() -> None:
+    faults = Faults(seed=0)
+    faults.add("500 GET /api/jobs/* count=2")
+    hits = [faults.match("GET", "/api/jobs/ns") is not None for _ in range(4)]
+    assert hits == [True, True, False, False]
+    assert faults.match("POST", "/api/jobs/ns") is None
+
+
+def test_mount_paths_are_translated_in_arguments(tmp_path: Path) -> None:
+    mounts = [_Mount("/data/sub", tmp_path / "b"), _Mount("/data", tmp_path / "a")]
+    assert _translate("/data/entry.py", mounts) == f"{tmp_path}/a/entry.py"
+    assert _translate("/data/sub/x", mounts) == f"{tmp_path}/b/x"
+    assert _translate("--out=/data", mounts) == f"--out={tmp_path}/a"
+    assert _translate("/database/x", mounts) == "/database/x"  # a longer name is not the mount
+    assert _translate("/srv/data/x", mounts) == "/srv/data/x"  # nor a path that merely contains it
