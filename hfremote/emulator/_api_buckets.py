@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from starlette.routing import Route
 from ._api_jobs import body_of, ctx_of, namespace_of
 from ._specs import BatchOp, BucketCreate, PathsRequest, check_path, decode
 from ._store import Record
-from ._util import HTTPError, bad_request, iso, not_found
+from ._util import HTTPError, bad_request, iso, json_object, not_found
 from ._xet import parse_range
 
 if TYPE_CHECKING:
@@ -68,6 +67,8 @@ def _page(request: Request, items: list[Any]) -> Response:
     page_size = ctx_of(request).page_size
     try:
         cursor = int(request.query_params.get("cursor", "0"))
+        if cursor < 0:
+            raise ValueError
     except ValueError:
         raise bad_request("Invalid cursor") from None
     headers = {}
@@ -113,7 +114,7 @@ async def list_buckets(request: Request) -> Response:
 async def bucket_settings(request: Request) -> Response:
     ctx = ctx_of(request)
     bucket = _bucket(request)
-    settings = json.loads(await body_of(request) or b"{}")
+    settings = json_object(await body_of(request), "bucket settings")
     if not isinstance(settings, dict) or not isinstance(settings.get("private", False), bool):
         raise bad_request('Bucket settings must be an object such as {"private": true}')
     bucket["private"] = settings.get("private", bucket["private"])
@@ -228,7 +229,7 @@ async def resolve(request: Request) -> Response:
         return out.getvalue()
 
     data = await run_in_threadpool(read)
-    if request.headers.get("range"):
+    if request.headers.get("range") and f["size"]:  # a Range on an empty file is ignored: 200, no bytes
         headers["Content-Range"] = f"bytes {first}-{last}/{f['size']}"
         return Response(data, status_code=206, headers=headers)
     return Response(data, headers=headers)

@@ -117,6 +117,8 @@ async def list_jobs(request: Request) -> Response:
         labels.append((key, value))
     try:
         cursor = int(request.query_params.get("cursor", "0"))
+        if cursor < 0:
+            raise ValueError
     except ValueError:
         raise bad_request("Invalid cursor") from None
     page = ctx.store.jobs(ns, stages, labels, offset=cursor, limit=ctx.page_size + 1)

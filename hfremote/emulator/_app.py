@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _api_buckets, _api_jobs
 from ._faults import FaultMiddleware, FaultRule
-from ._util import HTTPError, bad_request
+from ._util import HTTPError, bad_request, json_object
 
 if TYPE_CHECKING:
     from ._server import Context
@@ -46,6 +46,8 @@ class FrontDoor:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                # Recorded as the answer starts, so a client that has its response sees it counted.
+                self.ctx.record(scope["method"], path, status)
                 # One Date header, from the emulator clock: no-follow log reads compare it with
                 # log timestamps, and a duplicated or naive Date crashes the client.
                 date = format_datetime(self.ctx.clock.now(), usegmt=True).encode()
@@ -66,12 +68,12 @@ class FrontDoor:
                 }
             )
             await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
-            self.ctx.record(scope["method"], path, 401)
             return
         try:
             await self.app(scope, receive, stamped_send)
         finally:
-            self.ctx.record(scope["method"], path, status)
+            if status == 0:  # the connection ended before any answer
+                self.ctx.record(scope["method"], path, 0)
 
 
 def _error(
@@ -110,8 +112,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 async def control(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     action = request.path_params["action"]
-    body = await request.body()
-    payload = json.loads(body) if body.strip() else {}
+    payload = json_object(await request.body(), "control request")
     if not isinstance(payload, dict):
         raise bad_request("Control requests take a JSON object")
     if action == "advance":

@@ -286,6 +286,9 @@ class Runtime:
                 _kill_group(process, graceful=True)
                 break
         code = process.wait()
+        # A container ends with its main process: background children it left must not linger
+        # (nor hold the log pipes open).
+        _kill_group(process, graceful=False)
         for reader in readers:
             reader.join(5)  # every line is in the log before the stage changes
         run.process = None
@@ -388,7 +391,10 @@ class Runtime:
                     continue
                 with contextlib.suppress(psutil.Error):
                     run.sample = self._measure(run, total_memory)
-            time.sleep(1.0)
+            for _ in range(20):  # one sample a second, but notice `stop()` at once
+                if self._stopping:
+                    break
+                time.sleep(0.05)
 
     @staticmethod
     def _measure(run: _Running, total_memory: int) -> dict[str, Any]:

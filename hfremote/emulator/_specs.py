@@ -153,6 +153,10 @@ def check_schedule(schedule: str) -> str:
             f"Invalid schedule {schedule!r}: expected a preset ({', '.join(PRESETS)}) or a 5-field cron "
             "expression such as '*/5 * * * *'"
         )
+    try:
+        croniter(cron).get_next(datetime)
+    except ValueError:  # e.g. '0 0 31 2 *': valid fields, but no such date
+        raise bad_request(f"Invalid schedule {schedule!r}: it never comes due") from None
     return cron
 
 
@@ -200,5 +204,7 @@ def check_job_spec(spec: JobSpec) -> JobSpec:
             raise bad_request(f"{v.type} volume {v.source!r} can only be mounted read-only")
     if spec.network is not None and not re.match(r"^[a-z0-9-]{1,46}$", spec.network.group):
         raise bad_request("network.group must be 1-46 lowercase letters, digits or '-'")
+    for port in (*spec.expose.ports, *spec.expose.ports_public) if spec.expose else ():
+        if not 1 <= port <= 65535:
+            raise bad_request(f"Invalid expose port {port}: ports are 1-65535")
     return spec
-

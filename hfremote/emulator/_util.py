@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 
 def new_id() -> str:
@@ -66,6 +68,14 @@ class HTTPError(Exception):
         self.message = message
         self.headers = headers or {}
         self.body = body
+
+
+def json_object(body: bytes, what: str) -> Any:
+    """Parse a JSON body, answering 400 (not 500) when it is not JSON."""
+    try:
+        return json.loads(body) if body.strip() else {}
+    except ValueError as e:
+        raise bad_request(f"Malformed JSON in {what}: {e}") from None
 
 
 def bad_request(message: str) -> HTTPError:

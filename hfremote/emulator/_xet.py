@@ -257,6 +257,8 @@ def parse_range(header: str | None, total: int) -> tuple[int, int]:
         if unit.strip() != "bytes":
             raise ValueError
         if not a:
+            if int(b) <= 0:
+                raise HTTPError(416, f"range {header} asks for no bytes")
             return max(0, total - int(b)), total - 1
         first, last = int(a), (int(b) if b else total - 1)
     except ValueError:

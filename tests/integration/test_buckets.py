@@ -83,7 +83,11 @@ def test_bucket_lifecycle(api: HfApi, ns: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     api.download_bucket_files(
         bucket_id,
-        [("readme.txt", out / "readme.txt"), ("data/sub/b.txt", out / "b.txt"), (infos["models/weights.bin"], out / "w")],
+        [
+            ("readme.txt", out / "readme.txt"),
+            ("data/sub/b.txt", out / "b.txt"),
+            (infos["models/weights.bin"], out / "w"),
+        ],
     )
     assert (out / "readme.txt").read_bytes() == b"top level\n"
     assert (out / "b.txt").read_bytes() == b"b-two!"
@@ -171,6 +175,8 @@ def test_empty_file_round_trips(api: HfApi, emulator: Emulator, ns: str, tmp_pat
 
     got = _resolve(emulator, bucket_id, "nothing.txt")
     assert (got.status_code, got.content) == (200, b"")
+    ranged = _resolve(emulator, bucket_id, "nothing.txt", Range="bytes=0-9")
+    assert (ranged.status_code, ranged.content) == (200, b"")
 
 
 WORKER_SOURCE = textwrap.dedent(
