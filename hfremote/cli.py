@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from types import FrameType
 
 from .emulator import Emulator, Faults
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _emulator(args: argparse.Namespace) -> int:
@@ -29,6 +35,8 @@ def _emulator(args: argparse.Namespace) -> int:
         faults=list(faults),
         seed=args.seed,
     )
+    # `kill` (SIGTERM) must stop the emulator as Ctrl-C does: jobs run in their own sessions and would outlive it
+    signal.signal(signal.SIGTERM, _interrupt)
     emu.start()
     print(f"hfremote emulator serving on {emu.endpoint} (state in {emu.state_dir})", flush=True)
     print(f"  export HF_ENDPOINT={emu.endpoint} HF_TOKEN=<the token in {emu.state_dir / 'token'}>", flush=True)

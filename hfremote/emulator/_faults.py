@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import random
 import threading
 from dataclasses import dataclass
@@ -108,9 +109,19 @@ class _Dropped(Exception):
     """Raised inside the response to make the server cut the connection mid-way."""
 
 
+class _QuietDrops(logging.Filter):
+    """The server logs every exception from the app as an error; an injected drop is not one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _Dropped))
+
+
 class FaultMiddleware:
     def __init__(self, app: ASGIApp, faults: Faults) -> None:
         self.app, self.faults = app, faults
+        server_log = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, _QuietDrops) for f in server_log.filters):
+            server_log.addFilter(_QuietDrops())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
@@ -148,7 +159,4 @@ class FaultMiddleware:
                 sent += 1
             await send(message)
 
-        try:
-            await self.app(scope, receive, cutting_send)
-        except _Dropped:
-            raise RuntimeError("injected fault: connection dropped") from None
+        await self.app(scope, receive, cutting_send)  # _Dropped propagates: the server cuts the connection
