@@ -115,6 +115,8 @@ class Runtime:
         for run in running:
             run.kill_reason = "The emulator stopped while this job was running"
             run.cancel.set()
+            if run.process is not None:
+                _kill_group(run.process, graceful=False)
         for run in running:
             run.done.wait(10)
         self._dispatcher.join(5)
@@ -156,6 +158,9 @@ class Runtime:
                 return
             run.kill_reason = reason
             run.cancel.set()
+            process = run.process
+        if process is not None:
+            _kill_group(process, graceful=True)
         run.done.wait(wait)
 
     def kill(self, job_id: str, reason: str) -> bool:
@@ -275,17 +280,17 @@ class Runtime:
         ]
         for reader in readers:
             reader.start()
-        deadline = time.monotonic() + timeout
+        if run.cancel.is_set():  # cancelled while starting: `cancel` found no process to signal
+            _kill_group(process, graceful=True)
         timed_out = False
-        while process.poll() is None:
-            if run.cancel.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
-                _kill_group(process, graceful=True)
-                break
-            if time.monotonic() >= deadline:
-                timed_out = True
-                _kill_group(process, graceful=True)
-                break
-        code = process.wait()
+        try:
+            # Popen.wait polls with a growing delay from 0.5 ms, so short jobs end promptly;
+            # cancel and kill signal the process group from their own threads.
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(process, graceful=True)
+            code = process.wait()
         # A container ends with its main process: background children it left must not linger
         # (nor hold the log pipes open).
         _kill_group(process, graceful=False)
