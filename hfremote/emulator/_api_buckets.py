@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._api_jobs import body_of, ctx_of, namespace_of
+from ._api_jobs import body_of, ctx_of, cursor_of, namespace_of, next_link
 from ._specs import BatchOp, BucketCreate, PathsRequest, check_path, decode
 from ._store import Record
 from ._util import HTTPError, bad_request, iso, json_object, not_found
@@ -63,18 +63,9 @@ def _file_json(f: Record) -> dict[str, Any]:
 
 
 def _page(request: Request, items: list[Any]) -> Response:
-    """GitHub-style pagination: an absolute `Link: <...>; rel="next"` while more items remain."""
     page_size = ctx_of(request).page_size
-    try:
-        cursor = int(request.query_params.get("cursor", "0"))
-        if cursor < 0:
-            raise ValueError
-    except ValueError:
-        raise bad_request("Invalid cursor") from None
-    headers = {}
-    if len(items) > cursor + page_size:
-        query = {**request.query_params, "cursor": str(cursor + page_size)}
-        headers["Link"] = f'<{request.url.include_query_params(**query)}>; rel="next"'
+    cursor = cursor_of(request)
+    headers = next_link(request, cursor) if len(items) > cursor + page_size else {}
     return JSONResponse(items[cursor : cursor + page_size], headers=headers)
 
 

@@ -56,6 +56,23 @@ async def body_of(request: Request, limit: int = 1 << 20) -> bytes:
     return body
 
 
+def cursor_of(request: Request) -> int:
+    try:
+        cursor = int(request.query_params.get("cursor", "0"))
+    except ValueError:
+        cursor = -1
+    if cursor < 0:
+        raise bad_request("Invalid cursor: use the Link header of the previous page")
+    return cursor
+
+
+def next_link(request: Request, cursor: int) -> dict[str, str]:
+    """GitHub-style pagination: the client follows the Link as-is, so it is absolute and keeps the filters."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+    query.append(("cursor", str(cursor + ctx_of(request).page_size)))
+    return {"Link": f'<{request.url.replace(query=urlencode(query))}>; rel="next"'}
+
+
 # -- identity and hardware ---------------------------------------------------------------------------
 async def whoami(request: Request) -> Response:
     ctx = ctx_of(request)
@@ -115,21 +132,10 @@ async def list_jobs(request: Request) -> Response:
         if not sep:
             raise bad_request(f"Invalid label filter {item!r}: expected key=value")
         labels.append((key, value))
-    try:
-        cursor = int(request.query_params.get("cursor", "0"))
-        if cursor < 0:
-            raise ValueError
-    except ValueError:
-        raise bad_request("Invalid cursor") from None
+    cursor = cursor_of(request)
     page = ctx.store.jobs(ns, stages, labels, offset=cursor, limit=ctx.page_size + 1)
-    headers = {}
-    if len(page) > ctx.page_size:
-        page = page[: ctx.page_size]
-        query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-        query.append(("cursor", str(cursor + ctx.page_size)))
-        # The client follows the Link as-is: it must be absolute and carry the filters.
-        headers["Link"] = f'<{request.url.replace(query=urlencode(query))}>; rel="next"'
-    return JSONResponse([ctx.jobs.render(j) for j in page], headers=headers)
+    headers = next_link(request, cursor) if len(page) > ctx.page_size else {}
+    return JSONResponse([ctx.jobs.render(j) for j in page[: ctx.page_size]], headers=headers)
 
 
 async def inspect_job(request: Request) -> Response:
