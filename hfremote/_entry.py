@@ -1,0 +1,132 @@
+"""The script that runs inside the job. Standard library and cloudpickle only.
+
+The client renders this module with a PEP 723 header (Python version, pinned cloudpickle, the
+function's dependencies) and uploads it as `entry.py` into the run folder:
+
+    runs/<run-id>/entry.py  manifest.json  function.pkl  inputs/<call>.pkl  ->  results/<call>.pkl
+
+`uv run entry.py CALL [CALL ...]` runs each call in turn and writes its result file atomically: a
+pickled dict with the value, or the exception, its formatted traceback, its type name and message
+(the last two alone when the exception itself cannot be pickled).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_RAISED, EXIT_SETUP = 0, 1, 2
+
+
+def _type_name(obj: object) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _write(path: Path, payload: dict[str, Any]) -> None:
+    import cloudpickle
+
+    try:
+        data = cloudpickle.dumps(payload)
+    except Exception as e:
+        error = payload.get("error")
+        if error is not None:  # the exception cannot travel: keep its type, message and traceback
+            payload = {**payload, "error": None}
+        else:  # the return value cannot travel
+            payload = {
+                "ok": False,
+                "error": None,
+                "type": "hfremote.errors.PicklingError",
+                "message": f"the function's result ({_type_name(payload.get('value'))}) cannot be pickled: {e}",
+                "traceback": traceback.format_exc(),
+            }
+        data = cloudpickle.dumps(payload)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # the client never sees half a result
+
+
+def _failure(exc: BaseException, note: str | None = None) -> dict[str, Any]:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {
+        "ok": False,
+        "error": exc,
+        "type": _type_name(exc),
+        "message": note or str(exc),
+        "traceback": text,
+    }
+
+
+def _setup_problem(folder: Path) -> str | None:
+    """Why this job cannot run the call here, or None."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if manifest["python"] != here:
+        return (
+            f"the job runs Python {here} but the function was pickled with Python {manifest['python']}: "
+            "cloudpickle needs the same version on both ends (check the image and python= options)"
+        )
+    import cloudpickle
+
+    if cloudpickle.__version__ != manifest["cloudpickle"]:
+        return (
+            f"the job has cloudpickle {cloudpickle.__version__} but the caller has {manifest['cloudpickle']}: "
+            "the entry script pins it, so the image's environment overrides uv's (check the image)"
+        )
+    return None
+
+
+def main(argv: list[str]) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)  # log lines stream as they are printed
+    folder = Path(__file__).resolve().parent
+    calls = argv[1:]
+    results = folder / "results"
+    problem = _setup_problem(folder)
+    if problem is not None:
+        print(f"hfremote: {problem}", file=sys.stderr)
+        for call in calls:
+            _write(
+                results / f"{call}.pkl",
+                {
+                    "ok": False,
+                    "error": None,
+                    "type": "hfremote.errors.JobFailedError",
+                    "message": problem,
+                    "traceback": "",
+                },
+            )
+        return EXIT_SETUP
+    import cloudpickle
+
+    try:
+        function = cloudpickle.loads((folder / "function.pkl").read_bytes())
+    except Exception as e:
+        note = f"could not load the function in the job: {type(e).__name__}: {e}"
+        if isinstance(e, ImportError):
+            note += " (add the missing package to dependencies=[...])"
+        print(f"hfremote: {note}", file=sys.stderr)
+        for call in calls:
+            _write(results / f"{call}.pkl", _failure(e, note))
+        return EXIT_SETUP
+    status = EXIT_OK
+    for call in calls:
+        try:
+            args, kwargs = cloudpickle.loads((folder / "inputs" / f"{call}.pkl").read_bytes())
+            payload = {"ok": True, "value": function(*args, **kwargs)}
+        except BaseException as e:  # the user's SystemExit and KeyboardInterrupt travel back too
+            payload = _failure(e)
+            status = EXIT_RAISED
+            traceback.print_exc()
+        _write(results / f"{call}.pkl", payload)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,177 @@
+"""The one seam to huggingface_hub: namespace, artifacts bucket, jobs, logs; retries and error mapping.
+
+The client retries only listings and bucket batches; everything else (run, inspect, cancel,
+scheduled jobs) makes one attempt. Every call here is wrapped: 429 and 5xx are retried with backoff
+honouring `Retry-After`, and a job creation whose answer was lost is looked up by its labels before
+it is retried, so a job is never created twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from huggingface_hub import HfApi, JobInfo
+from huggingface_hub.errors import BadRequestError, EntryNotFoundError, HfHubHTTPError
+
+from . import __version__
+from .errors import BackendError, OptionsError
+
+try:  # huggingface_hub 2.x sends its requests with httpx2
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover
+    from httpx import TransportError
+
+T = TypeVar("T")
+log = logging.getLogger("hfremote")
+BUCKET = "hfremote"
+_RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+_MAX_TRIES = 8
+
+
+def _status(error: BaseException) -> int | None:
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _retry_after(error: BaseException, default: float) -> float:
+    response = getattr(error, "response", None)
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return min(60.0, max(0.0, float(value))) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, TransportError) or _status(error) in _RETRY_STATUS
+
+
+class Hub:
+    """A huggingface_hub client bound to one endpoint and token, with what it has learnt cached."""
+
+    def __init__(self, endpoint: str, token: str | None, *, is_emulator: bool = False) -> None:
+        self.endpoint, self.is_emulator = endpoint.rstrip("/"), is_emulator
+        self.api = HfApi(endpoint=self.endpoint, token=token, library_name="hfremote", library_version=__version__)
+        self._lock = threading.Lock()
+        self._namespace: str | None = None
+        self._hardware: dict[str, dict[str, Any]] | None = None
+        self._buckets: set[str] = set()
+
+    # -- retries ---------------------------------------------------------------------------------
+    def call(self, what: str, fn: Callable[[], T], on_lost: Callable[[], T | None] | None = None) -> T:
+        """Run `fn`, retrying transient failures; `on_lost` finds the result of a request whose answer was lost."""
+        delay = 0.5
+        for attempt in range(1, _MAX_TRIES + 1):
+            try:
+                return fn()
+            except BadRequestError as e:
+                raise OptionsError(f"{what} was refused: {e.server_message or e}") from None
+            except (HfHubHTTPError, TransportError) as e:
+                if not _transient(e) or attempt == _MAX_TRIES:
+                    raise BackendError(f"{what} failed: {e}") from e
+                # A 429 was refused outright; a 5xx or a dropped connection may have been carried out.
+                if on_lost is not None and _status(e) != 429:
+                    found = on_lost()
+                    if found is not None:
+                        return found
+                wait = _retry_after(e, delay)
+                log.debug("%s: %s; retrying in %.1fs (attempt %d)", what, e, wait, attempt)
+                time.sleep(wait)
+                delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")
+
+    # -- identity, hardware, bucket ----------------------------------------------------------------
+    def namespace(self, requested: str | None = None) -> str:
+        if requested:
+            return requested
+        with self._lock:
+            if self._namespace is None:
+                self._namespace = self.call("whoami", lambda: str(self.api.whoami()["name"]))
+            return self._namespace
+
+    def hardware(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            if self._hardware is None:
+                rows = self.call("listing the hardware flavors", self.api.list_jobs_hardware)
+                self._hardware = {
+                    row.name: {"price_per_minute": row.unit_cost_usd, "pretty": row.pretty_name} for row in rows
+                }
+            return self._hardware
+
+    def check_flavor(self, flavor: str) -> None:
+        hardware = self.hardware()
+        if flavor not in hardware:
+            raise OptionsError(
+                f"flavor {flavor!r} is not a hardware flavor of this platform; valid: {', '.join(hardware)}"
+            )
+
+    def bucket(self, namespace: str) -> str:
+        bucket_id = f"{namespace}/{BUCKET}"
+        if bucket_id not in self._buckets:
+            self.call(
+                f"creating bucket {bucket_id}",
+                lambda: self.api.create_bucket(bucket_id, private=True, exist_ok=True),
+            )
+            self._buckets.add(bucket_id)
+        return bucket_id
+
+    # -- files -----------------------------------------------------------------------------------
+    def upload(self, bucket_id: str, files: list[tuple[bytes, str]]) -> None:
+        self.call(
+            f"uploading {len(files)} files to {bucket_id}", lambda: self.api.batch_bucket_files(bucket_id, add=files)
+        )
+
+    def download(self, bucket_id: str, path: str) -> bytes | None:
+        """A file's bytes, or None when it does not exist."""
+
+        def fetch() -> bytes | None:
+            with tempfile.TemporaryDirectory(prefix="hfremote-") as tmp:
+                dest = Path(tmp) / "file"
+                try:
+                    self.api.download_bucket_files(bucket_id, [(path, dest)], raise_on_missing_files=True)
+                except EntryNotFoundError:
+                    return None
+                return dest.read_bytes() if dest.exists() else None
+
+        return self.call(f"downloading {path} from {bucket_id}", fetch)
+
+    def delete(self, bucket_id: str, paths: list[str]) -> None:
+        self.call(f"deleting {len(paths)} files", lambda: self.api.batch_bucket_files(bucket_id, delete=paths))
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def run_job(self, namespace: str, labels: dict[str, str], key: dict[str, str], **spec: Any) -> JobInfo:
+        """Create a job exactly once; `key` (a subset of labels) identifies it if an answer is lost."""
+
+        def lookup() -> JobInfo | None:
+            found = list(self.api.list_jobs(namespace=namespace, labels=key))
+            return found[0] if found else None
+
+        return self.call(
+            "creating the job",
+            lambda: self.api.run_job(namespace=namespace, labels=labels, **spec),
+            on_lost=lambda: self.call("looking up the job", lookup),
+        )
+
+    def list_jobs(self, namespace: str, labels: dict[str, str]) -> list[JobInfo]:
+        return self.call("listing jobs", lambda: list(self.api.list_jobs(namespace=namespace, labels=labels)))
+
+    def inspect(self, namespace: str, job_id: str) -> JobInfo:
+        return self.call(f"inspecting job {job_id}", lambda: self.api.inspect_job(job_id=job_id, namespace=namespace))
+
+    def cancel(self, namespace: str, job_id: str) -> None:
+        self.call(f"cancelling job {job_id}", lambda: self.api.cancel_job(job_id=job_id, namespace=namespace))
+
+    def log_stream(self, namespace: str, job_id: str, follow: bool) -> Iterator[str]:
+        return iter(self.api.fetch_job_logs(job_id=job_id, namespace=namespace, follow=follow))
+
+    def metrics(self, namespace: str, job_id: str) -> dict[str, Any] | None:
+        samples = self.call(
+            "reading metrics", lambda: list(self.api.fetch_job_metrics(job_id=job_id, namespace=namespace))
+        )
+        return samples[0] if samples else None
