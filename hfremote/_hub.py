@@ -8,24 +8,22 @@ it is retried, so a job is never created twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
+from httpx2 import TransportError  # huggingface_hub 2.x sends its requests with httpx2
 from huggingface_hub import HfApi, JobInfo
 from huggingface_hub.errors import BadRequestError, EntryNotFoundError, HfHubHTTPError
+from huggingface_hub.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
-from . import __version__
 from .errors import BackendError, OptionsError
-
-try:  # huggingface_hub 2.x sends its requests with httpx2
-    from httpx2 import TransportError
-except ImportError:  # pragma: no cover
-    from httpx import TransportError
 
 T = TypeVar("T")
 log = logging.getLogger("hfremote")
@@ -52,12 +50,37 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, TransportError) or _status(error) in _RETRY_STATUS
 
 
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress bars for hfremote's own small transfers (the client only has a global switch)."""
+    global _quiet_depth
+    with _quiet_lock:
+        if _quiet_depth == 0 and are_progress_bars_disabled():
+            _quiet_depth = -1_000_000  # the user turned them off: never turn them back on
+        if _quiet_depth == 0:
+            disable_progress_bars()
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                enable_progress_bars()
+
+
 class Hub:
     """A huggingface_hub client bound to one endpoint and token, with what it has learnt cached."""
 
     def __init__(self, endpoint: str, token: str | None, *, is_emulator: bool = False) -> None:
         self.endpoint, self.is_emulator = endpoint.rstrip("/"), is_emulator
-        self.api = HfApi(endpoint=self.endpoint, token=token, library_name="hfremote", library_version=__version__)
+        self.api = HfApi(
+            endpoint=self.endpoint, token=token, library_name="hfremote", library_version=version("hfremote")
+        )
         self._lock = threading.Lock()
         self._namespace: str | None = None
         self._hardware: dict[str, dict[str, Any]] | None = None
@@ -122,10 +145,12 @@ class Hub:
         return bucket_id
 
     # -- files -----------------------------------------------------------------------------------
-    def upload(self, bucket_id: str, files: list[tuple[bytes, str]]) -> None:
-        self.call(
-            f"uploading {len(files)} files to {bucket_id}", lambda: self.api.batch_bucket_files(bucket_id, add=files)
-        )
+    def upload(self, bucket_id: str, files: list[tuple[str | Path | bytes, str]]) -> None:
+        def send() -> None:
+            with _quiet():
+                self.api.batch_bucket_files(bucket_id, add=files)
+
+        self.call(f"uploading {len(files)} files to {bucket_id}", send)
 
     def download(self, bucket_id: str, path: str) -> bytes | None:
         """A file's bytes, or None when it does not exist."""
@@ -134,7 +159,8 @@ class Hub:
             with tempfile.TemporaryDirectory(prefix="hfremote-") as tmp:
                 dest = Path(tmp) / "file"
                 try:
-                    self.api.download_bucket_files(bucket_id, [(path, dest)], raise_on_missing_files=True)
+                    with _quiet():
+                        self.api.download_bucket_files(bucket_id, [(path, dest)], raise_on_missing_files=True)
                 except EntryNotFoundError:
                     return None
                 return dest.read_bytes() if dest.exists() else None

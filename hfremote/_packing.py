@@ -18,7 +18,7 @@ import sys
 import sysconfig
 import threading
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -163,7 +163,7 @@ class Scan:
 
 
 @lru_cache(maxsize=1)
-def _distributions() -> dict[str, list[str]]:
+def _distributions() -> Mapping[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 
@@ -176,7 +176,7 @@ def _public_version(dist: str) -> str | None:
 
 def pinned_dependencies(scan: Scan, explicit: Iterable[str]) -> list[str]:
     """`explicit` plus `dist==version` for every detected third-party import not named in it."""
-    named = {canonicalize_name(Requirement(dep).name) for dep in explicit}
+    named: set[str] = {canonicalize_name(Requirement(dep).name) for dep in explicit}
     named |= {"cloudpickle", "hfremote"}  # cloudpickle is pinned by the entry script itself
     pins = []
     local_tops = {name.partition(".")[0] for name in scan.local}
@@ -214,7 +214,8 @@ def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:
                 cloudpickle.register_pickle_by_value(module)
                 added.append(module)
         try:
-            return cloudpickle.dumps(fn)
+            data: bytes = cloudpickle.dumps(fn)
+            return data
         except Exception as e:
             raise PicklingError(_culprit_of_function(fn, e)) from e
         finally:
@@ -246,7 +247,7 @@ def pack_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, A
             raise TypeError(f"{getattr(fn, '__qualname__', fn)}(): {e}") from None
         bound = None
     try:
-        data = cloudpickle.dumps((args, kwargs))
+        data: bytes = cloudpickle.dumps((args, kwargs))
     except Exception as e:
         items = bound.arguments.items() if bound is not None else enumerate([*args, *kwargs.values()])
         for name, value in items:

@@ -1,0 +1,231 @@
+"""The `remote` decorator and RemoteFunction: a function that runs as a Hugging Face job when called.
+
+@remote(flavor="a10g-small", timeout="2h")
+def train(lr: float) -> dict: ...
+
+train(3e-4)               # blocks, streams the job's logs to stderr, returns the value
+train.submit(3e-4)        # RemoteFuture[dict] at once
+train.local(3e-4)         # a plain call
+train.options(flavor="a100-large")(1e-3)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+import cloudpickle
+from huggingface_hub import Volume
+
+from ._config import current_hub
+from ._future import CALL_LABEL, FUNCTION_LABEL, RUN_LABEL, RemoteFuture, watch
+from ._hub import Hub
+from ._options import RUN_MOUNT, Options, build, resolve_secrets, sanitize
+from ._packing import Scan, check_function, pack_call, pack_function, pinned_dependencies, render_entry
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def new_run_id() -> str:
+    """Sortable and unique: a UTC timestamp and 6 random hex digits (label-safe)."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.urandom(3).hex()}"
+
+
+class RemoteFunction(Generic[P, R]):
+    """A function that runs as a Hugging Face job. Calling it blocks; `submit` returns a future."""
+
+    def __init__(self, fn: Callable[P, R], options: Options) -> None:
+        check_function(fn)
+        self._fn = fn
+        self._options = options
+        functools.update_wrapper(self, fn)
+
+    @property
+    def function(self) -> Callable[P, R]:
+        return self._fn
+
+    @property
+    def settings(self) -> Options:
+        """The options jobs of this function are created with."""
+        return self._options
+
+    def options(self, **overrides: Any) -> RemoteFunction[P, R]:
+        """A copy with some options changed: `train.options(flavor="a100-large")(lr)`."""
+        return RemoteFunction(self._fn, build(self._options, **overrides))
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the function here, as a plain Python call."""
+        return self._fn(*args, **kwargs)
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> RemoteFuture[R]:
+        """Start a job for this call and return its future at once."""
+        hub = current_hub()
+        prepared = Prepared(hub, self._fn, self._options)
+        inputs = pack_call(self._fn, args, kwargs)
+        return prepared.launch([inputs])[0]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the call as a job and wait for it, printing its log lines to stderr."""
+        future = self.submit(*args, **kwargs)
+        return wait_streaming(future, self._options)
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        # Inside a job (a recursive function, or one that calls another remote function), the call is local.
+        return (_plain, (self._fn,))
+
+    def __repr__(self) -> str:
+        return f"<RemoteFunction {self._fn.__module__}.{self._fn.__qualname__} flavor={self._options.flavor}>"
+
+
+def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return fn
+
+
+class Prepared:
+    """Everything checked and packed for a run, ready to upload: the part shared by all its calls."""
+
+    def __init__(self, hub: Hub, fn: Callable[..., Any], options: Options) -> None:
+        self.hub, self.fn, self.options = hub, fn, options
+        self.namespace = hub.namespace(options.namespace)
+        hub.check_flavor(options.flavor)
+        self.secrets = resolve_secrets(options)
+        scan = Scan(fn)
+        self.function = pack_function(fn, scan)
+        explicit = list(options.dependencies)
+        self.dependencies = pinned_dependencies(scan, explicit) if options.detect_dependencies else explicit
+        self.entry = render_entry(options.python, self.dependencies)
+        self.run_id = new_run_id()
+        self.name = sanitize(str(options.name or getattr(fn, "__name__", "fn")))
+
+    def launch(self, inputs: list[bytes]) -> list[RemoteFuture[Any]]:
+        """Upload the run folder in one batch, then create one job per input."""
+        manifest = {
+            "python": self.options.python,
+            "cloudpickle": cloudpickle.__version__,
+            "function": f"{self.fn.__module__}.{self.fn.__qualname__}",
+            "dependencies": self.dependencies,
+            "calls": len(inputs),
+            "created": datetime.now(timezone.utc).isoformat(),
+        }
+        folder = f"runs/{self.run_id}"
+        files: list[tuple[str | Path | bytes, str]] = [
+            (self.entry.encode(), f"{folder}/entry.py"),
+            (json.dumps(manifest, indent=1).encode(), f"{folder}/manifest.json"),
+            (self.function, f"{folder}/function.pkl"),
+            *((data, f"{folder}/inputs/{i}.pkl") for i, data in enumerate(inputs)),
+        ]
+        bucket = self.hub.bucket(self.namespace)
+        self.hub.upload(bucket, files)
+        return [self._create(bucket, str(i)) for i in range(len(inputs))]
+
+    def _create(self, bucket: str, call: str) -> RemoteFuture[Any]:
+        o = self.options
+        key = {RUN_LABEL: self.run_id, CALL_LABEL: call}
+        labels = {**o.labels, **key, FUNCTION_LABEL: sanitize(f"{self.fn.__module__}.{self.fn.__qualname__}")}
+        volumes = [
+            Volume(type="bucket", source=bucket, mount_path=RUN_MOUNT, read_only=False, path=f"runs/{self.run_id}"),
+            *(
+                Volume(
+                    type=v.type,
+                    source=v.source,
+                    mount_path=v.mount_path,
+                    read_only=v.read_only,
+                    path=v.path,
+                    revision=v.revision,
+                )
+                for v in o.volumes
+            ),
+        ]
+        info = self.hub.run_job(
+            self.namespace,
+            labels={**labels, "name": self.name},
+            key=key,
+            image=o.job_image,
+            command=["uv", "run", "--quiet", "--python", o.python, f"{RUN_MOUNT}/entry.py", call],
+            env={"PYTHONUNBUFFERED": "1", **o.env},
+            secrets=self.secrets or None,
+            flavor=o.flavor,
+            timeout=o.timeout,
+            attempts=o.attempts if o.attempts > 1 else None,
+            volumes=volumes,
+        )
+        future: RemoteFuture[Any] = RemoteFuture(self.hub, self.namespace, info, self.run_id, call, self.name)
+        watch(future)
+        return future
+
+
+_print_lock = threading.Lock()
+
+
+def wait_streaming(future: RemoteFuture[R], options: Options) -> R:
+    """Wait for a job, printing its log lines to stderr; Ctrl-C cancels it (or detaches, if asked)."""
+    prefix = f"[{future.name} {future.job_id[:8]}] "
+    try:
+        if options.stream_logs:
+            for line in future.logs(follow=True):
+                with _print_lock:
+                    print(prefix + line, file=sys.stderr, flush=True)
+        return future.result()
+    except KeyboardInterrupt:
+        if options.detach:
+            print(
+                f"\nhfremote: detached; job {future.job_id} keeps running ({future.url}). "
+                f"Re-attach with RemoteFuture.attach({future.job_id!r})",
+                file=sys.stderr,
+            )
+        else:
+            future.cancel()
+            print(f"\nhfremote: cancelled job {future.job_id} ({future.url})", file=sys.stderr)
+        raise
+
+
+@overload
+def remote(fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+
+
+@overload
+def remote(
+    *,
+    flavor: str = ...,
+    timeout: int | float | str = ...,
+    dependencies: list[str] | tuple[str, ...] = ...,
+    detect_dependencies: bool = ...,
+    image: str | None = ...,
+    python: str = ...,
+    env: dict[str, str] | None = ...,
+    secrets: list[str] | dict[str, str | None] | None = ...,
+    volumes: list[Any] | None = ...,
+    labels: dict[str, str] | None = ...,
+    attempts: int = ...,
+    retries: int = ...,
+    namespace: str | None = ...,
+    name: str | None = ...,
+    detach: bool = ...,
+    stream_logs: bool = ...,
+) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
+
+
+def remote(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
+    """Make a function run as a Hugging Face job: `@remote` or `@remote(flavor=..., timeout=...)`.
+
+    Options (checked now, before anything is uploaded): flavor, timeout ("90s", "30m", "2h", "1d" or
+    seconds), dependencies, detect_dependencies, image, python, env, secrets (names read from your
+    environment, or values), volumes ("hf://datasets/org/name:/mnt"), labels, attempts (or retries),
+    namespace, name, detach (Ctrl-C leaves the job running), stream_logs.
+    """
+    settings = build(None, **options)
+    if fn is not None:
+        return RemoteFunction(fn, settings)
+
+    def decorate(function: Callable[P, R]) -> RemoteFunction[P, R]:
+        return RemoteFunction(function, settings)
+
+    return decorate

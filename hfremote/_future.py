@@ -1,0 +1,290 @@
+"""RemoteFuture, and the watcher thread that completes futures when their jobs end.
+
+    submit ──► RemoteFuture (PENDING) ──► Watcher: one list request per tick per run (by label)
+                                             │ a job reached a terminal stage
+                                             ▼
+                           download results/<call>.pkl from the run folder
+                           value → set_result · user exception → set_exception(original type,
+                           remote traceback as __cause__) · no result → JobFailedError
+
+A future stays PENDING while its job runs, so `Future.cancel()` keeps its standard meaning; cancelling
+it also cancels the job.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
+
+import cloudpickle
+from huggingface_hub import JobInfo
+
+from ._config import current_hub, poll_interval
+from ._hub import BUCKET, Hub
+from .errors import BackendError, HFRemoteError, JobFailedError, RemoteTraceback
+
+R = TypeVar("R")
+log = logging.getLogger("hfremote")
+TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
+RUN_LABEL, CALL_LABEL, FUNCTION_LABEL = "hfremote-run", "hfremote-call", "hfremote-function"
+_LOG_TAIL = 20
+
+
+class RemoteError(HFRemoteError):
+    """An exception raised in the job that could not be re-created here (its type and message are kept)."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name, self.message = type_name, message
+
+
+def result_path(run_id: str, call: str) -> str:
+    return f"runs/{run_id}/results/{call}.pkl"
+
+
+class RemoteFuture(Future[R], Generic[R]):
+    """The result of a function running as a job: a `concurrent.futures.Future` with the job attached."""
+
+    def __init__(self, hub: Hub, namespace: str, info: JobInfo, run_id: str, call: str, name: str = "") -> None:
+        super().__init__()
+        self._hub, self.namespace, self._info = hub, namespace, info
+        self.run_id, self.call, self.name = run_id, call, name or info.id
+
+    # -- the job ---------------------------------------------------------------------------------
+    @property
+    def job_id(self) -> str:
+        return self._info.id
+
+    @property
+    def url(self) -> str:
+        return self._info.url
+
+    @property
+    def info(self) -> JobInfo:
+        """The job as last seen by the watcher (or as created)."""
+        return self._info
+
+    @property
+    def stage(self) -> str:
+        """The job's stage: SCHEDULING, RUNNING, COMPLETED, ERROR, CANCELED."""
+        if self._info.status.stage not in TERMINAL:
+            self._info = self._hub.inspect(self.namespace, self.job_id)
+        return str(self._info.status.stage)
+
+    def running(self) -> bool:
+        return not self.done() and self._info.status.stage == "RUNNING"
+
+    @property
+    def cost(self) -> float | None:
+        """Estimated cost in USD so far: the flavor's price per minute times the job's running time."""
+        price = self._hub.hardware().get(self._info.flavor or "", {}).get("price_per_minute")
+        if price is None:
+            return None
+        info = self._info
+        seconds: float = 0.0
+        if info.durations is not None and info.durations.running_secs is not None:
+            seconds = float(info.durations.running_secs)
+        elif info.started_at is not None:
+            end = info.finished_at.timestamp() if info.finished_at is not None else time.time()
+            seconds = end - info.started_at.timestamp()
+        return round(float(price) * max(0.0, seconds) / 60.0, 6)
+
+    def logs(self, follow: bool = False) -> Iterator[str]:
+        """The job's log lines; with `follow`, until the job ends, each line exactly once.
+
+        The stream is reopened when it drops or ends early: the platform replays the whole log on each
+        connection, so lines already yielded are skipped by count. A last read after the job has ended
+        picks up lines a closing stream could miss.
+        """
+        seen = 0
+        if not follow:
+            yield from self._all_logs()
+            return
+        failures = 0
+        while True:
+            index = 0
+            try:
+                for line in self._hub.log_stream(self.namespace, self.job_id, True):
+                    index += 1
+                    if index > seen:
+                        seen = index
+                        failures = 0
+                        yield line
+            except Exception as e:  # a dropped stream or an error status: look at the job, then go on
+                failures += 1
+                if failures > 8:
+                    raise BackendError(f"could not read the logs of job {self.job_id}: {e}") from e
+                time.sleep(min(0.2 * 2**failures, 5.0))
+            if self.stage in TERMINAL:
+                break
+        yield from self._all_logs()[seen:]
+
+    def _all_logs(self) -> list[str]:
+        return self._hub.call("reading logs", lambda: list(self._hub.log_stream(self.namespace, self.job_id, False)))
+
+    def metrics(self) -> dict[str, Any] | None:
+        """One sample of the running job's metrics (CPU, memory, GPUs), or None once it has finished."""
+        return self._hub.metrics(self.namespace, self.job_id)
+
+    def cancel(self) -> bool:
+        """Cancel the job (unless it has finished already)."""
+        if not super().cancel():
+            return False
+        _watcher().forget(self)
+        self._hub.cancel(self.namespace, self.job_id)
+        return True
+
+    # -- re-attach -------------------------------------------------------------------------------
+    @classmethod
+    def attach(cls, job_id: str, namespace: str | None = None) -> RemoteFuture[Any]:
+        """The future of a job started earlier (by this or another process), e.g. after a crash."""
+        hub = current_hub()
+        ns = hub.namespace(namespace or (job_id.split("/")[0] if "/" in job_id else None))
+        job_id = job_id.split("/")[-1]
+        info = hub.inspect(ns, job_id)
+        labels = info.labels or {}
+        if RUN_LABEL not in labels or CALL_LABEL not in labels:
+            raise HFRemoteError(f"job {job_id} was not started by hfremote (it has no {RUN_LABEL} label)")
+        future: RemoteFuture[Any] = cls(hub, ns, info, labels[RUN_LABEL], labels[CALL_LABEL], labels.get("name", ""))
+        _watcher().watch(future)
+        return future
+
+    def __repr__(self) -> str:
+        return f"<RemoteFuture {self.name} job={self.job_id} stage={self._info.status.stage} state={self._state}>"
+
+    # -- completion (watcher only) ---------------------------------------------------------------
+    def _finish(self, info: JobInfo) -> None:
+        self._info = info
+        try:
+            data = self._hub.download(f"{self.namespace}/{BUCKET}", result_path(self.run_id, self.call))
+        except BackendError as e:
+            outcome: tuple[bool, Any] = (False, e)
+        else:
+            outcome = self._outcome(info, data)
+        if not self.set_running_or_notify_cancel():
+            return  # cancelled meanwhile
+        ok, value = outcome
+        if ok:
+            self.set_result(value)
+        else:
+            self.set_exception(value)
+
+    def _outcome(self, info: JobInfo, data: bytes | None) -> tuple[bool, Any]:
+        if data is None:
+            tail: list[str] = []
+            with contextlib.suppress(HFRemoteError):  # the logs are a courtesy; the failure is what matters
+                tail = self._all_logs()[-_LOG_TAIL:]
+            message = info.status.message or (
+                "finished without writing its result" if info.status.stage == "COMPLETED" else None
+            )
+            return False, JobFailedError(self.job_id, str(info.status.stage), message, self.url, tail)
+        try:
+            payload = cloudpickle.loads(data)
+        except Exception as e:  # e.g. the result's class cannot be imported here
+            return False, RemoteError(type(e).__name__, f"the job's result could not be unpickled here: {e}")
+        if payload.get("ok"):
+            return True, payload["value"]
+        error = payload.get("error")
+        if error is None:
+            error = _rebuild(payload.get("type", "Exception"), payload.get("message", ""))
+        if payload.get("traceback"):
+            error.__cause__ = RemoteTraceback(payload["traceback"])
+        return False, error
+
+
+def _rebuild(type_name: str, message: str) -> BaseException:
+    if type_name == "hfremote.errors.JobFailedError":
+        return HFRemoteError(message)
+    if type_name == "hfremote.errors.PicklingError":
+        from .errors import PicklingError
+
+        return PicklingError(message)
+    builtin = getattr(builtins, type_name.rpartition(".")[2], None) if type_name.startswith("builtins.") else None
+    if isinstance(builtin, type) and issubclass(builtin, BaseException):
+        try:
+            return builtin(message)
+        except Exception:
+            pass
+    return RemoteError(type_name, message)
+
+
+class Watcher:
+    """One thread for the whole process: it polls each run with pending futures, once per tick."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[int, str, str], dict[str, RemoteFuture[Any]]] = {}
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="hfremote-results")
+
+    def watch(self, future: RemoteFuture[Any]) -> None:
+        with self._lock:
+            key = (id(future._hub), future.namespace, future.run_id)
+            self._runs.setdefault(key, {})[future.job_id] = future
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="hfremote-watcher", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def forget(self, future: RemoteFuture[Any]) -> None:
+        with self._lock:
+            run = self._runs.get((id(future._hub), future.namespace, future.run_id), {})
+            run.pop(future.job_id, None)
+
+    def _loop(self) -> None:
+        started = time.monotonic()
+        while True:
+            with self._lock:
+                runs = {key: dict(futures) for key, futures in self._runs.items() if futures}
+                self._runs = {key: self._runs[key] for key in runs}
+            if not runs:
+                self._wake.wait(5.0)
+                self._wake.clear()
+                started = time.monotonic()
+                continue
+            interval = 2.0
+            for (_, namespace, run_id), futures in runs.items():
+                hub = next(iter(futures.values()))._hub
+                interval = min(interval, poll_interval(hub))
+                self._tick(hub, namespace, run_id, futures)
+            # Fast at first (short calls come back quickly), then back off to spare the API.
+            age = time.monotonic() - started
+            self._wake.wait(interval if age < 10 else min(interval * 4, 5.0))
+            self._wake.clear()
+
+    def _tick(self, hub: Hub, namespace: str, run_id: str, futures: dict[str, RemoteFuture[Any]]) -> None:
+        try:
+            jobs = hub.list_jobs(namespace, {RUN_LABEL: run_id})
+        except BackendError as e:
+            log.warning("hfremote: could not list the jobs of run %s: %s", run_id, e)
+            return
+        for info in jobs:
+            future = futures.get(info.id)
+            if future is None:
+                continue
+            future._info = info
+            if info.status.stage in TERMINAL:
+                self.forget(future)
+                self._pool.submit(future._finish, info)
+
+
+_WATCHER: list[Watcher] = []
+_WATCHER_LOCK = threading.Lock()
+
+
+def _watcher() -> Watcher:
+    with _WATCHER_LOCK:
+        if not _WATCHER:
+            _WATCHER.append(Watcher())
+        return _WATCHER[0]
+
+
+def watch(future: RemoteFuture[Any]) -> None:
+    _watcher().watch(future)
