@@ -1,58 +1,63 @@
-"""Quickstart: an offline Hugging Face Jobs platform, driven by the real huggingface_hub client.
+"""Quickstart: Python functions running as Hugging Face Jobs.
 
     uv run examples/quickstart.py
 
-Until `@remote` lands, this shows the emulator that hfremote runs on when no token is set: a job runs,
-its logs stream back, and a file it writes under /data comes back from the artifacts bucket.
+With no Hugging Face token this runs on hfremote's embedded emulator of the Jobs platform; with
+HF_TOKEN set, the same code runs on Hugging Face Jobs (and costs a few cents of cpu-basic time).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-import textwrap
-from pathlib import Path
+import platform
 
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("HF_HUB_DISABLE_EXPERIMENTAL_WARNING", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+from hfremote import remote
 
-from huggingface_hub import HfApi
 
-from hfremote.emulator import Emulator
+@remote(flavor="cpu-basic", timeout="10m")
+def where_am_i(greeting: str) -> dict[str, str]:
+    import socket
+
+    print(f"{greeting} from the job")  # streamed back to your terminal
+    return {"host": socket.gethostname(), "python": platform.python_version()}
+
+
+@remote(timeout="5m")
+def collatz_steps(n: int) -> int:
+    steps = 0
+    while n != 1:
+        n = n // 2 if n % 2 == 0 else 3 * n + 1
+        steps += 1
+    return steps
+
+
+class TooBig(ValueError):
+    pass
+
+
+@remote(timeout="5m")
+def check(n: int) -> int:
+    if n > 10:
+        raise TooBig(f"{n} is more than 10")
+    return n
 
 
 def main() -> None:
-    with Emulator() as emu, tempfile.TemporaryDirectory() as tmp:
-        api = HfApi(endpoint=emu.endpoint, token=emu.token)
-        ns = api.whoami()["name"]
-        print(f"emulator on {emu.endpoint}, user {ns!r}, {len(api.list_jobs_hardware())} hardware flavors")
+    # A blocking call: the job's log lines stream to stderr, the value comes back.
+    print("result:", where_am_i("hello"))
 
-        job = api.run_job(image="python:3.12", command=["python", "-c", "print(sum(range(10)))"], namespace=ns)
-        for line in api.fetch_job_logs(job_id=job.id, namespace=ns, follow=True):
-            print(f"[{job.id[:8]}] {line}")
-        print("stage:", api.inspect_job(job_id=job.id, namespace=ns).status.stage)
+    # A small fan-out: submit returns futures at once; the jobs run in parallel.
+    futures = {n: collatz_steps.submit(n) for n in (27, 97, 871)}
+    for n, future in futures.items():
+        print(f"collatz({n}) takes {future.result()} steps  (job {future.job_id}, ~${future.cost or 0:.6f})")
 
-        script = Path(tmp) / "square.py"
-        script.write_text(
-            textwrap.dedent("""\
-            # /// script
-            # dependencies = []
-            # ///
-            import sys
-            from pathlib import Path
-            Path(sys.argv[1]).write_text(str(int(sys.argv[2]) ** 2))
-            print("squared", sys.argv[2])
-        """)
-        )
-        job = api.run_uv_job(str(script), script_args=["/data/result.txt", "12"], namespace=ns)
-        api.wait_for_job(job.id, namespace=ns, poll_interval=0.2)
-        for line in api.fetch_job_logs(job_id=job.id, namespace=ns):
-            print(f"[{job.id[:8]}] {line}")
-        folder = job.volumes[0].path
-        out = Path(tmp) / "result.txt"
-        api.download_bucket_files(f"{ns}/jobs-artifacts", files=[(f"{folder}/result.txt", str(out))])
-        print("result file from the bucket:", out.read_text())
+    # The function's own exception comes back as itself, with the remote traceback as its cause.
+    try:
+        check(12)
+    except TooBig as e:
+        print("caught the remote exception:", repr(e))
+
+    # And the same function, called here without a job.
+    print("local:", collatz_steps.local(27))
 
 
 if __name__ == "__main__":

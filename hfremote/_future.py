@@ -88,11 +88,11 @@ class RemoteFuture(Future[R], Generic[R]):
             return None
         info = self._info
         seconds: float = 0.0
-        if info.durations is not None and info.durations.running_secs is not None:
-            seconds = float(info.durations.running_secs)
-        elif info.started_at is not None:
+        if info.started_at is not None:  # timestamps are finer than the whole seconds of `durations`
             end = info.finished_at.timestamp() if info.finished_at is not None else time.time()
             seconds = end - info.started_at.timestamp()
+        elif info.durations is not None and info.durations.running_secs is not None:
+            seconds = float(info.durations.running_secs)
         return round(float(price) * max(0.0, seconds) / 60.0, 6)
 
     def logs(self, follow: bool = False) -> Iterator[str]:

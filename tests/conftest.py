@@ -43,3 +43,15 @@ def api(emulator: Emulator) -> HfApi:
 @pytest.fixture
 def ns(emulator: Emulator) -> str:
     return emulator.user
+
+
+@pytest.fixture
+def remote_emulator(emulator: Emulator) -> Iterator[Emulator]:
+    """hfremote pointed at this test's emulator (and back to the default afterwards)."""
+    import hfremote
+
+    hfremote.configure(endpoint=emulator.endpoint, token=emulator.token)
+    try:
+        yield emulator
+    finally:
+        hfremote.configure()
