@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import cloudpickle
@@ -214,12 +215,28 @@ def _rebuild(type_name: str, message: str) -> BaseException:
     return RemoteError(type_name, message)
 
 
+@dataclass(eq=False)
+class _Run:
+    hub: Hub
+    namespace: str
+    run_id: str
+    since: float
+    due: float
+    futures: dict[str, RemoteFuture[Any]] = field(default_factory=dict)
+
+    def interval(self) -> float:
+        """Quick looks while the run is young (short calls come back fast), then back off to spare the API."""
+        base = poll_interval(self.hub)
+        age = time.monotonic() - self.since
+        return min(base * (1 + age / 2.0), max(1.0, base * 10))
+
+
 class Watcher:
-    """One thread for the whole process: it polls each run with pending futures, once per tick."""
+    """One thread for the whole process: one list request per run with pending futures, when that run is due."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._runs: dict[tuple[int, str, str], dict[str, RemoteFuture[Any]]] = {}
+        self._runs: dict[tuple[int, str, str], _Run] = {}
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="hfremote-results")
@@ -227,7 +244,12 @@ class Watcher:
     def watch(self, future: RemoteFuture[Any]) -> None:
         with self._lock:
             key = (id(future._hub), future.namespace, future.run_id)
-            self._runs.setdefault(key, {})[future.job_id] = future
+            run = self._runs.get(key)
+            if run is None:
+                now = time.monotonic()
+                run = _Run(future._hub, future.namespace, future.run_id, now, now + poll_interval(future._hub))
+                self._runs[key] = run
+            run.futures[future.job_id] = future
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="hfremote-watcher", daemon=True)
                 self._thread.start()
@@ -235,36 +257,32 @@ class Watcher:
 
     def forget(self, future: RemoteFuture[Any]) -> None:
         with self._lock:
-            run = self._runs.get((id(future._hub), future.namespace, future.run_id), {})
-            run.pop(future.job_id, None)
+            run = self._runs.get((id(future._hub), future.namespace, future.run_id))
+            if run is not None:
+                run.futures.pop(future.job_id, None)
 
     def _loop(self) -> None:
-        started = time.monotonic()
         while True:
+            now = time.monotonic()
             with self._lock:
-                runs = {key: dict(futures) for key, futures in self._runs.items() if futures}
-                self._runs = {key: self._runs[key] for key in runs}
-            if not runs:
-                self._wake.wait(5.0)
-                self._wake.clear()
-                started = time.monotonic()
-                continue
-            interval = 2.0
-            for (_, namespace, run_id), futures in runs.items():
-                hub = next(iter(futures.values()))._hub
-                interval = min(interval, poll_interval(hub))
-                self._tick(hub, namespace, run_id, futures)
-            # Fast at first (short calls come back quickly), then back off to spare the API.
-            age = time.monotonic() - started
-            self._wake.wait(interval if age < 10 else min(interval * 4, 5.0))
+                self._runs = {key: run for key, run in self._runs.items() if run.futures}
+                due = [run for run in self._runs.values() if run.due <= now]
+            for run in due:
+                self._tick(run)
+                run.due = time.monotonic() + run.interval()
+            with self._lock:
+                next_due = min((run.due for run in self._runs.values()), default=None)
+            self._wake.wait(5.0 if next_due is None else max(0.0, next_due - time.monotonic()))
             self._wake.clear()
 
-    def _tick(self, hub: Hub, namespace: str, run_id: str, futures: dict[str, RemoteFuture[Any]]) -> None:
+    def _tick(self, run: _Run) -> None:
         try:
-            jobs = hub.list_jobs(namespace, {RUN_LABEL: run_id})
+            jobs = run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id})
         except BackendError as e:
-            log.warning("hfremote: could not list the jobs of run %s: %s", run_id, e)
+            log.warning("hfremote: could not list the jobs of run %s: %s", run.run_id, e)
             return
+        with self._lock:
+            futures = dict(run.futures)
         for info in jobs:
             future = futures.get(info.id)
             if future is None:
