@@ -32,6 +32,8 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
 
     try:
         data = cloudpickle.dumps(payload)
+        if payload.get("error") is not None:  # an exception whose __init__ does not match its args pickles,
+            cloudpickle.loads(data)  # but cannot be re-created: then send its type, message and traceback
     except Exception as e:
         error = payload.get("error")
         if error is not None:  # the exception cannot travel: keep its type, message and traceback
@@ -60,6 +62,17 @@ def _failure(exc: BaseException, note: str | None = None) -> dict[str, Any]:
         "message": note or str(exc),
         "traceback": text,
     }
+
+
+def _install_modules(modules: dict[str, Any]) -> None:
+    """Make the caller's own modules importable: the function imports them in its body."""
+    for name in sorted(modules):  # parents first
+        if name in sys.modules:
+            continue
+        sys.modules[name] = modules[name]
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules:
+            setattr(sys.modules[parent], child, modules[name])
 
 
 def _setup_problem(folder: Path) -> str | None:
@@ -106,7 +119,9 @@ def main(argv: list[str]) -> int:
     import cloudpickle
 
     try:
-        function = cloudpickle.loads((folder / "function.pkl").read_bytes())
+        shipped = cloudpickle.loads((folder / "function.pkl").read_bytes())
+        function = shipped["function"]
+        _install_modules(shipped["modules"])
     except Exception as e:
         note = f"could not load the function in the job: {type(e).__name__}: {e}"
         if isinstance(e, ImportError):

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import dis
+import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import json
 import site
@@ -64,12 +66,12 @@ def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
 
 
 def _imported_names(code: types.CodeType) -> set[str]:
-    """Top-level names of modules imported inside the function's own body."""
+    """Names of the modules imported inside the function's own body (absolute imports)."""
     names = set()
     for co in _code_objects(code):
         for ins in dis.get_instructions(co):
-            if ins.opname == "IMPORT_NAME" and isinstance(ins.argval, str):
-                names.add(ins.argval.partition(".")[0])
+            if ins.opname == "IMPORT_NAME" and isinstance(ins.argval, str) and ins.argval:
+                names.add(ins.argval)
     return names
 
 
@@ -94,6 +96,8 @@ def _module_of(value: Any) -> types.ModuleType | None:
     if isinstance(value, types.ModuleType):
         return value
     name = getattr(value, "__module__", None)
+    if not isinstance(name, str):  # instances of C types (msgspec.json.Encoder(), ...) have no __module__
+        name = getattr(type(value), "__module__", None)
     return sys.modules.get(name) if isinstance(name, str) else None
 
 
@@ -106,6 +110,7 @@ class Scan:
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.local: dict[str, types.ModuleType] = {}
+        self.body_imports: dict[str, types.ModuleType] = {}  # local modules the job must be able to import
         self.imports: set[str] = set()
         self._seen: set[int] = set()
         self._visit_function(fn)
@@ -115,13 +120,42 @@ class Scan:
             return
         self._seen.add(id(fn))
         code = getattr(fn, "__code__", None)
-        if code is not None:
-            self.imports |= _imported_names(code)
+        for name in _imported_names(code) if code is not None else ():
+            self._visit_import(name)
         home = _module_of(fn)
         if home is not None:
             self._visit_module(home, whole=False)  # it travels by value, but only what fn uses is needed
         for _, value in _referenced(fn):
             self._visit_value(value)
+
+    def _visit_import(self, name: str) -> None:
+        """A module imported inside a function body: installed in the job, or shipped if it is the user's own.
+
+        The import statement runs in the job, so a local module must be there under its name: it is
+        shipped whole (with its parent packages) and the entry script puts it in `sys.modules`.
+        """
+        top = name.partition(".")[0]
+        if top in sys.stdlib_module_names or top in _NEVER_SHIPPED:
+            self.imports.add(top)  # never installed: pinned_dependencies leaves these out
+            return
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
+                spec = None
+            origin = getattr(spec, "origin", None)
+            if origin and not str(Path(origin).resolve()).startswith(_installed_roots()):
+                module = importlib.import_module(name)  # to ship it, it must be loaded here
+        if module is None or not is_local(module):
+            self.imports.add(top)
+            return
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            found = sys.modules.get(".".join(parts[:depth]))
+            if found is not None and is_local(found):
+                self.body_imports[found.__name__] = found
+        self._visit_module(module, whole=True)
 
     def _visit_value(self, value: Any) -> None:
         module = _module_of(value)
@@ -132,14 +166,24 @@ class Scan:
             self._visit_function(value)
         elif ours and inspect.isclass(value) and id(value) not in self._seen:
             self._seen.add(id(value))
+            for base in value.__bases__:  # the class travels by value; its bases (msgspec.Struct, ...) must import
+                self._visit_value(base)
             for member in list(vars(value).values()):
                 member = getattr(member, "__func__", member)  # static and class methods
-                if inspect.isfunction(member):
-                    self._visit_function(member)
+                accessors = (member.fget, member.fset, member.fdel) if isinstance(member, property) else (member,)
+                for item in accessors:
+                    if inspect.isfunction(item):
+                        self._visit_function(item)
+                    elif item is not None and not isinstance(item, str):
+                        self._visit_value(item)  # class attributes: instances of third-party classes, nested classes
+        elif isinstance(value, (list, tuple, set, frozenset, dict)) and id(value) in self._seen:
+            return  # a container that holds itself
         elif isinstance(value, (list, tuple, set, frozenset)):
+            self._seen.add(id(value))
             for item in list(value)[:100]:
                 self._visit_value(item)
         elif isinstance(value, dict):
+            self._seen.add(id(value))
             for item in list(value.values())[:100]:
                 self._visit_value(item)
 
@@ -204,7 +248,11 @@ def check_function(fn: Callable[..., Any]) -> None:
 
 
 def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:
-    """cloudpickle the function with the user's local modules registered by value."""
+    """cloudpickle `{"function": fn, "modules": {name: module}}` with the user's local modules by value.
+
+    `modules` are the local modules the function imports in its body; the job installs them in
+    `sys.modules` before the call.
+    """
     with _lock:
         added = []
         for name in sorted(scan.local):
@@ -214,7 +262,7 @@ def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:
                 cloudpickle.register_pickle_by_value(module)
                 added.append(module)
         try:
-            data: bytes = cloudpickle.dumps(fn)
+            data: bytes = cloudpickle.dumps({"function": fn, "modules": scan.body_imports})
             return data
         except Exception as e:
             raise PicklingError(_culprit_of_function(fn, e)) from e
@@ -238,6 +286,25 @@ def _culprit_of_function(fn: Callable[..., Any], error: Exception) -> str:
     return f"{where} cannot be pickled: {type(error).__name__}: {error}"
 
 
+def _dumps_by_value(obj: Any) -> bytes:
+    """cloudpickle `obj` with the user's local modules loaded here registered by value: an argument may be
+    an instance of a class of the user's own that the function never names, which the job cannot import."""
+    with _lock:
+        added = []
+        for name, module in list(sys.modules.items()):
+            if "." in name or not isinstance(module, types.ModuleType) or not is_local(module):
+                continue
+            if name not in cloudpickle.list_registry_pickle_by_value():
+                cloudpickle.register_pickle_by_value(module)
+                added.append(module)
+        try:
+            data: bytes = cloudpickle.dumps(obj)
+            return data
+        finally:
+            for module in added:
+                cloudpickle.unregister_pickle_by_value(module)
+
+
 def pack_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """cloudpickle one call's arguments, checked against the signature like a local call."""
     try:
@@ -247,7 +314,7 @@ def pack_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, A
             raise TypeError(f"{getattr(fn, '__qualname__', fn)}(): {e}") from None
         bound = None
     try:
-        data: bytes = cloudpickle.dumps((args, kwargs))
+        data = _dumps_by_value((args, kwargs))
     except Exception as e:
         items = bound.arguments.items() if bound is not None else enumerate([*args, *kwargs.values()])
         for name, value in items:
