@@ -87,6 +87,8 @@ class RemoteFuture(Future[R], Generic[R]):
         price = self._hub.hardware().get(self._info.flavor or "", {}).get("price_per_minute")
         if price is None:
             return None
+        if self.cancelled() and self._info.status.stage not in TERMINAL:
+            self._info = self._hub.inspect(self.namespace, self.job_id)  # the watcher no longer updates it
         info = self._info
         seconds: float = 0.0
         if info.started_at is not None:  # timestamps are finer than the whole seconds of `durations`

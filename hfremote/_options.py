@@ -116,14 +116,13 @@ def _parse_volume(spec: object) -> Mount:
     if not isinstance(spec, str):
         raise OptionsError(f"volume {spec!r} must be a string like 'hf://datasets/org/name:/mnt' or a Volume")
     # hf://[models|datasets|spaces|buckets/]SOURCE[/PATH]:/MOUNT[:ro|:rw], as `hf jobs run -v` takes it
-    text = spec
+    text = spec.removeprefix("hf://")  # before looking for ':', so 'hf://org/name' alone has no mount path
     access = None
     if text.endswith((":ro", ":rw")):
         text, access = text[:-3], text[-2:]
     source, sep, mount = text.rpartition(":")
     if not sep or not source:
         raise OptionsError(f"volume {spec!r} has no mount path: write 'hf://datasets/org/name:/mnt'")
-    source = source.removeprefix("hf://")
     kind = "model"
     for prefix, name in (("models/", "model"), ("datasets/", "dataset"), ("spaces/", "space"), ("buckets/", "bucket")):
         if source.startswith(prefix):

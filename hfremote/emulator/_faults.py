@@ -119,9 +119,10 @@ class _QuietDrops(logging.Filter):
 class FaultMiddleware:
     def __init__(self, app: ASGIApp, faults: Faults) -> None:
         self.app, self.faults = app, faults
-        server_log = logging.getLogger("uvicorn.error")
-        if not any(isinstance(f, _QuietDrops) for f in server_log.filters):
-            server_log.addFilter(_QuietDrops())
+        # uvicorn logs the cut, and so does the app's catch-all handler (as an "internal error")
+        for server_log in (logging.getLogger("uvicorn.error"), logging.getLogger("hfremote.emulator")):
+            if not any(isinstance(f, _QuietDrops) for f in server_log.filters):
+                server_log.addFilter(_QuietDrops())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/_emulator"):

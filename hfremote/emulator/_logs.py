@@ -30,6 +30,11 @@ class LogBook:
             f.write(line + "\n")
             self._counts[job_id] = self._counts.get(job_id, 0) + 1
 
+    def touch(self, job_id: str) -> None:
+        """Wake the streams waiting on this log without writing a line (the job has ended)."""
+        with self._lock:
+            self._counts[job_id] = self._counts.get(job_id, 0) + 1
+
     def version(self, job_id: str) -> int:
         """Grows whenever a line is appended; streams poll it instead of re-reading the file."""
         return self._counts.get(job_id, 0)

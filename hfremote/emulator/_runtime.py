@@ -141,6 +141,7 @@ class Runtime:
             if current is None or current["status"]["stage"] in TERMINAL:
                 return
             self._update(job["id"], stage=stage, message=message, finishedAt=iso(self._clock.now()))
+        self._logs.touch(job["id"])  # following log streams end now, not at their next stage check
 
     def notify(self) -> None:
         """A job was created or a slot may have freed up."""

@@ -1,0 +1,726 @@
+"""hfremote end to end: real functions run as real jobs (local processes with real `uv`) on the emulator.
+
+Covers values coming back (closures, lambdas, dataclasses, local helper modules, large payloads), the
+user's exceptions coming back as themselves, timeouts, cancellation, jobs that cannot start,
+re-attaching from another process, Ctrl-C on a blocking call, logs/metrics/cost, and labels.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import importlib
+import inspect
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from helpers import poll, wait_stage
+from huggingface_hub import HfApi
+
+import hfremote
+from hfremote import RemoteFunction, RemoteFuture, remote
+from hfremote.emulator import Emulator
+
+pytestmark = pytest.mark.usefixtures("remote_emulator")
+
+RESULT_TIMEOUT = 120  # generous: a deadline, not a timed assertion
+
+
+# -- things defined in this module (shipped to the job by value) -----------------------------------------
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+    tag: str = ""
+
+    def norm1(self) -> int:
+        return abs(self.x) + abs(self.y)
+
+
+class MyError(ValueError):
+    """The user's own exception class, with state of its own."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message, code)
+        self.message, self.code = message, code
+
+    def __str__(self) -> str:
+        return f"{self.message} (code {self.code})"
+
+
+class LockedError(Exception):
+    """An exception that cannot be pickled: it holds a lock."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class MismatchedInitError(Exception):
+    """Pickles fine, but cannot be re-created from its args (its __init__ takes two, args holds one)."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"a={a} b={b}")
+
+
+def raise_my_error(n: int) -> None:
+    if n > 1:
+        raise MyError(f"n={n} is too big", code=n)  # RAISE-LINE
+
+
+def raise_locked(n: int) -> None:
+    raise LockedError(f"locked out at {n}")
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+Call = Callable[..., Any]
+
+
+@pytest.fixture(params=["blocking", "submit"])
+def call(request: pytest.FixtureRequest) -> Call:
+    """Call a RemoteFunction either way: `f(...)` (blocking, streams logs) or `f.submit(...).result()`."""
+
+    def blocking(fn: RemoteFunction[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    def submitted(fn: RemoteFunction[..., Any], *args: Any, **kwargs: Any) -> Any:
+        future = fn.submit(*args, **kwargs)
+        assert isinstance(future, RemoteFuture)
+        return future.result(timeout=RESULT_TIMEOUT)
+
+    return blocking if request.param == "blocking" else submitted
+
+
+def subprocess_env(emulator: Emulator, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFREMOTE_"))}
+    env.update(
+        {
+            "HF_ENDPOINT": emulator.endpoint,
+            "HF_TOKEN": emulator.token,
+            "HF_HOME": str(home),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+            "HF_HUB_DISABLE_EXPERIMENTAL_WARNING": "1",
+            "HF_XET_TELEMETRY_ENABLED": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+class Lines:
+    """Reads a pipe on a thread, so the test can wait for a line with a deadline."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        for line in self.lines:
+            if m := re.search(pattern, line):
+                return m
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n" + "\n".join(self.lines))
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"the stream ended without a line matching {pattern!r}:\n" + "\n".join(self.lines))
+            self.lines.append(line)
+            if m := re.search(pattern, line):
+                return m
+
+    def rest(self, timeout: float = 30.0) -> str:
+        """Everything until the stream closes."""
+        self._thread.join(timeout)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return "\n".join(self.lines)
+
+
+def job_record(emulator: Emulator, job_id: str) -> dict[str, Any]:
+    [record] = [job for job in emulator.jobs() if job["id"] == job_id]
+    return record
+
+
+# -- 1. a zoo of functions ------------------------------------------------------------------------------
+
+
+def test_closure_capturing_a_local(call: Call) -> None:
+    base = {"offset": 40}
+    scale = 3
+
+    @remote(timeout=60)
+    def add(a: int) -> int:
+        return a * scale + base["offset"]
+
+    assert call(add, 1) == 43
+    assert call(add, -10) == 10
+
+
+def test_lambda_passed_to_remote(call: Call) -> None:
+    square = remote(lambda v: v * v, timeout=60)
+    assert call(square, 12) == 144
+    assert call(square, 1.5) == 2.25
+
+
+def test_nested_function_calling_nested_function(call: Call) -> None:
+    def inner(s: str) -> str:
+        return s[::-1]
+
+    def outer(s: str) -> str:
+        def deepest(t: str) -> str:
+            return t.upper()
+
+        return deepest(inner(s)) + "!"
+
+    fn = remote(outer, timeout=60)
+    assert call(fn, "abc") == "CBA!"
+
+
+def test_dataclass_result(call: Call) -> None:
+    @remote(timeout=60)
+    def make_point(x: int, y: int) -> Point:
+        p = Point(x, y, tag="made remotely")
+        assert p.norm1() == abs(x) + abs(y)
+        return p
+
+    result = call(make_point, 3, -4)
+    assert isinstance(result, Point)
+    assert result == Point(3, -4, "made remotely")
+    assert result.norm1() == 7
+
+
+def test_dataclass_argument_and_result(call: Call) -> None:
+    @remote(timeout=60)
+    def flip(p: Point) -> Point:
+        return Point(p.y, p.x, tag=p.tag + "-flipped")
+
+    assert call(flip, Point(1, 2, "p")) == Point(2, 1, "p-flipped")
+
+
+def test_keyword_only_and_default_arguments(call: Call) -> None:
+    @remote(timeout=60)
+    def describe(a: int, b: int = 10, *args: int, c: str = "c", d: tuple[int, ...] = (1, 2), **extra: Any) -> dict:
+        return {"a": a, "b": b, "args": args, "c": c, "d": d, "extra": extra}
+
+    assert call(describe, 1) == {"a": 1, "b": 10, "args": (), "c": "c", "d": (1, 2), "extra": {}}
+    assert call(describe, 1, 2, 3, 4, c="x", z=9) == {
+        "a": 1,
+        "b": 2,
+        "args": (3, 4),
+        "c": "x",
+        "d": (1, 2),
+        "extra": {"z": 9},
+    }
+
+
+def test_wrong_arguments_fail_before_any_job(remote_emulator: Emulator) -> None:
+    @remote(timeout=60)
+    def kw_only(a: int, *, b: int) -> int:
+        return a + b
+
+    before = len(remote_emulator.jobs())
+    with pytest.raises(TypeError, match="kw_only"):
+        kw_only.submit(1, 2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        kw_only(1)  # type: ignore[call-arg]
+    assert len(remote_emulator.jobs()) == before
+
+
+@pytest.fixture
+def helper_module(tmp_path: Path) -> Iterator[Any]:
+    """A module that exists only in a temp dir on this side: the job must get it by value."""
+    name = f"helper_mod_{uuid.uuid4().hex[:12]}"
+    folder = tmp_path / "helpers-only-here"
+    folder.mkdir()
+    (folder / f"{name}.py").write_text(
+        textwrap.dedent(
+            """
+            SALT = "pepper"
+
+            def triple(x):
+                return 3 * x
+
+            class Box:
+                def __init__(self, value):
+                    self.value = value
+
+                def salted(self):
+                    return f"{SALT}:{self.value}"
+            """
+        )
+    )
+    sys.path.insert(0, str(folder))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop(name, None)
+
+
+def test_local_helper_module_travels_by_value(call: Call, helper_module: Any) -> None:
+    helper = helper_module
+    name = helper.__name__
+
+    @remote(timeout=60)
+    def use_helper(x: int) -> tuple[int, str, bool]:
+        import importlib.util
+
+        importable = importlib.util.find_spec(name) is not None  # the job has no copy of the module file
+        return helper.triple(x), helper.Box(x).salted(), importable
+
+    assert call(use_helper, 5) == (15, "pepper:5", False)
+
+
+def test_function_imported_from_local_helper_module(call: Call, helper_module: Any) -> None:
+    triple = helper_module.triple
+    box = helper_module.Box
+
+    def uses_names(x: int) -> Any:
+        return triple(x) + 1, box(x)
+
+    value, result_box = call(remote(uses_names, timeout=60), 2)
+    assert value == 7
+    assert result_box.salted() == "pepper:2"
+
+
+def test_50_mb_argument(call: Call) -> None:
+    data = os.urandom(50 * 1024 * 1024)
+
+    @remote(timeout=120)
+    def digest(blob: bytes) -> tuple[int, str]:
+        import hashlib
+
+        return len(blob), hashlib.sha256(blob).hexdigest()
+
+    assert call(digest, data) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_20_mb_result(call: Call) -> None:
+    @remote(timeout=120)
+    def big(n: int, seed: bytes) -> bytes:
+        import hashlib
+
+        block = hashlib.sha512(seed).digest()  # 64 bytes
+        return (block * (n // len(block) + 1))[:n]
+
+    n = 20 * 1024 * 1024 + 3
+    value = call(big, n, b"seed")
+    block = hashlib.sha512(b"seed").digest()
+    assert len(value) == n
+    assert value == (block * (n // 64 + 1))[:n]
+
+
+# -- 2. exceptions ---------------------------------------------------------------------------------------
+
+
+def test_user_exception_comes_back_as_itself(call: Call) -> None:
+    @remote(timeout=60)
+    def checked(n: int) -> int:
+        raise_my_error(n)
+        return n
+
+    assert call(checked, 1) == 1
+    with pytest.raises(MyError) as caught:
+        call(checked, 7)
+    error = caught.value
+    assert error.code == 7
+    assert str(error) == "n=7 is too big (code 7)"
+    cause = error.__cause__
+    assert isinstance(cause, hfremote.RemoteTraceback)
+    lines, start = inspect.getsourcelines(raise_my_error)
+    raise_line = start + next(i for i, text in enumerate(lines) if "RAISE-LINE" in text)
+    assert "raise_my_error" in cause.text
+    assert "checked" in cause.text
+    assert f"line {raise_line}" in cause.text
+    assert "MyError" in cause.text
+
+
+def test_builtin_exception_comes_back_as_itself(call: Call) -> None:
+    @remote(timeout=60)
+    def lookup(key: str) -> int:
+        return {"a": 1}[key]
+
+    with pytest.raises(KeyError, match="missing") as caught:
+        call(lookup, "missing")
+    assert isinstance(caught.value.__cause__, hfremote.RemoteTraceback)
+    assert "lookup" in caught.value.__cause__.text
+
+
+def test_unpicklable_exception_becomes_remote_error(call: Call) -> None:
+    @remote(timeout=60)
+    def locked(n: int) -> int:
+        raise_locked(n)
+        return n
+
+    with pytest.raises(hfremote.RemoteError) as caught:
+        call(locked, 3)
+    error = caught.value
+    assert "LockedError" in error.type_name
+    assert "locked out at 3" in error.message
+    assert "LockedError" in str(error) and "locked out at 3" in str(error)
+    assert isinstance(error.__cause__, hfremote.RemoteTraceback)
+    assert "raise_locked" in error.__cause__.text
+
+
+def test_exception_that_cannot_be_recreated_becomes_remote_error(call: Call) -> None:
+    @remote(timeout=60)
+    def mismatched(n: int) -> int:
+        raise MismatchedInitError(n, n + 1)
+
+    with pytest.raises(hfremote.RemoteError) as caught:
+        call(mismatched, 4)
+    error = caught.value
+    assert "MismatchedInitError" in error.type_name
+    assert error.message == "a=4 b=5"
+    assert isinstance(error.__cause__, hfremote.RemoteTraceback)
+    assert "mismatched" in error.__cause__.text
+
+
+def test_unpicklable_result_is_a_clear_error(call: Call) -> None:
+    @remote(timeout=60)
+    def make_lock() -> Any:
+        import threading
+
+        return threading.Lock()
+
+    with pytest.raises(hfremote.PicklingError, match="cannot be pickled"):
+        call(make_lock)
+
+
+# -- 3. timeout ------------------------------------------------------------------------------------------
+
+
+def test_timeout_is_a_job_failure() -> None:
+    @remote(timeout=2)
+    def sleepy() -> str:
+        import time
+
+        time.sleep(30)
+        return "woke up"
+
+    future = sleepy.submit()
+    with pytest.raises(hfremote.JobFailedError) as caught:
+        future.result(timeout=RESULT_TIMEOUT)
+    error = caught.value
+    assert error.stage == "ERROR"
+    assert error.message is not None and "timed out" in error.message.lower()
+    assert error.job_id == future.job_id
+    assert error.url and future.job_id in error.url
+    assert future.stage == "ERROR"
+
+
+# -- 4. cancel -------------------------------------------------------------------------------------------
+
+
+def test_cancel_a_running_future(remote_emulator: Emulator, api: HfApi) -> None:
+    @remote(timeout=120, flavor="a100-large")  # a high price per minute makes the cost check sharp
+    def sleeper() -> str:
+        import time
+
+        time.sleep(60)
+        return "done"
+
+    future = sleeper.submit()
+    poll(lambda: future.stage == "RUNNING", timeout=60, what="the job to run")
+    assert not future.done()
+    assert future.cancel() is True
+    assert future.cancelled()
+    assert future.done()
+    with pytest.raises(concurrent.futures.CancelledError):
+        future.result(timeout=1)
+    final = wait_stage(api, future.job_id, remote_emulator.user, ("CANCELED",))
+    assert job_record(remote_emulator, future.job_id)["status"]["stage"] == "CANCELED"
+    # The cost of a cancelled job stops growing: it is that of its running time.
+    assert final.started_at is not None and final.finished_at is not None
+    [price] = [hw.unit_cost_usd for hw in api.list_jobs_hardware() if hw.name == final.flavor]
+    expected = round(price * (final.finished_at - final.started_at).total_seconds() / 60.0, 6)
+    assert future.cost == pytest.approx(expected, abs=2e-6)
+    assert future.stage == "CANCELED"
+    assert future.cancel() is True  # cancelling again is harmless
+
+
+def test_cancel_after_completion_returns_false(remote_emulator: Emulator) -> None:
+    fn = remote(lambda: "quick", timeout=60)
+    future = fn.submit()
+    assert future.result(timeout=RESULT_TIMEOUT) == "quick"
+    assert future.cancel() is False
+    assert not future.cancelled()
+    assert job_record(remote_emulator, future.job_id)["status"]["stage"] == "COMPLETED"
+
+
+# -- 5. a job that cannot start its function ------------------------------------------------------------
+
+
+def test_missing_dependency_is_a_job_failure(call: Call) -> None:
+    @remote(timeout=60, dependencies=["this-package-does-not-exist-hfremote==0.0.1"])
+    def never_runs() -> int:
+        return 1
+
+    with pytest.raises(hfremote.JobFailedError) as caught:
+        call(never_runs)
+    error = caught.value
+    assert error.stage == "ERROR"
+    assert error.job_id and error.url
+    tail = "\n".join(error.log_tail)
+    assert "this-package-does-not-exist-hfremote" in tail
+    assert "this-package-does-not-exist-hfremote" in str(error)
+
+
+# -- 6. re-attach from another process ------------------------------------------------------------------
+
+
+def test_attach_from_a_second_process(remote_emulator: Emulator, tmp_path: Path) -> None:
+    @remote(timeout=60)
+    def slow_answer(x: int) -> dict[str, int]:
+        import time
+
+        time.sleep(2)
+        return {"answer": x * 2}
+
+    future = slow_answer.submit(21)
+    code = (
+        "import sys\n"
+        "from hfremote import RemoteFuture\n"
+        "f = RemoteFuture.attach(sys.argv[1])\n"
+        "print(f.name)\n"
+        "print(f.result(timeout=120))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, future.job_id],
+        env=subprocess_env(remote_emulator, tmp_path / "hf-home"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["slow_answer", "{'answer': 42}"]
+    assert future.result(timeout=RESULT_TIMEOUT) == {"answer": 42}
+
+
+def test_attach_here_after_completion() -> None:
+    fn = remote(lambda: [1, 2, 3], timeout=60)
+    first = fn.submit()
+    assert first.result(timeout=RESULT_TIMEOUT) == [1, 2, 3]
+    again = RemoteFuture.attach(first.job_id)
+    assert again.result(timeout=RESULT_TIMEOUT) == [1, 2, 3]
+    assert again.run_id == first.run_id and again.call == first.call
+
+
+def test_attach_refuses_a_job_hfremote_did_not_start(remote_emulator: Emulator, api: HfApi) -> None:
+    job = api.run_job(image="python:3.12", command=["python", "-c", "print(1)"], namespace=remote_emulator.user)
+    with pytest.raises(hfremote.HFRemoteError, match="not started by hfremote"):
+        RemoteFuture.attach(job.id)
+
+
+# -- 7. Ctrl-C on a blocking call -----------------------------------------------------------------------
+
+
+CTRL_C_SCRIPT = """
+import sys
+
+from hfremote import remote
+
+
+@remote(timeout=120, detach={detach})
+def napper():
+    import time
+
+    print("MARKER-napping-now", flush=True)
+    time.sleep(60)
+    return "woke"
+
+
+print("result:", napper())
+"""
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_ctrl_c_on_a_blocking_call(remote_emulator: Emulator, api: HfApi, tmp_path: Path, detach: bool) -> None:
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT.format(detach=detach))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=subprocess_env(remote_emulator, tmp_path / "hf-home"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stderr = Lines(proc.stderr)  # type: ignore[arg-type]
+        marker = stderr.wait_for(r"^\[napper ([0-9a-f]+)\] MARKER-napping-now$")
+        short_id = marker[1]
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        text = stderr.rest()
+        stdout = proc.stdout.read() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert "result:" not in stdout
+    assert "KeyboardInterrupt" in text
+    if detach:
+        found = re.search(r"detached; job ([0-9a-f]+) keeps running", text)
+        assert found, text
+        job_id = found[1]
+        assert f"RemoteFuture.attach('{job_id}')" in text
+    else:
+        found = re.search(r"cancelled job ([0-9a-f]+)", text)
+        assert found, text
+        job_id = found[1]
+    assert job_id.startswith(short_id)
+    ns = remote_emulator.user
+    if detach:
+        assert api.inspect_job(job_id=job_id, namespace=ns).status.stage == "RUNNING"
+        assert job_record(remote_emulator, job_id)["status"]["stage"] == "RUNNING"
+        api.cancel_job(job_id=job_id, namespace=ns)
+    assert wait_stage(api, job_id, ns, ("CANCELED",)).status.stage == "CANCELED"
+
+
+# -- 8. logs, metrics, cost, concurrent.futures ---------------------------------------------------------
+
+
+def test_logs_after_completion() -> None:
+    @remote(timeout=60)
+    def chatty(n: int) -> int:
+        import sys
+
+        for i in range(n):
+            print(f"line {i}")
+        print("to stderr", file=sys.stderr)
+        return n
+
+    future = chatty.submit(3)
+    assert future.result(timeout=RESULT_TIMEOUT) == 3
+    lines = list(future.logs())
+    for expected in ("line 0", "line 1", "line 2", "to stderr"):
+        assert expected in lines
+    assert lines.index("line 0") < lines.index("line 1") < lines.index("line 2")
+    followed = list(future.logs(follow=True))  # following a finished job returns at once, same lines
+    assert followed == lines
+
+
+def test_metrics_of_a_busy_job() -> None:
+    @remote(timeout=120)
+    def burn(seconds: float) -> int:
+        import time
+
+        end, n = time.monotonic() + seconds, 0
+        while time.monotonic() < end:
+            n += 1
+        return n
+
+    future = burn.submit(60.0)
+    try:
+        poll(lambda: future.stage == "RUNNING", timeout=60, what="the job to run")
+        sample = poll(future.metrics, timeout=30, what="a metrics sample")
+        assert isinstance(sample, dict)
+        assert isinstance(sample["cpu_usage_pct"], (int, float))
+        assert sample["cpu_usage_pct"] >= 0
+        busy = poll(
+            lambda: (m := future.metrics()) is not None and m["cpu_usage_pct"] > 0,
+            timeout=30,
+            what="a sample showing CPU use",
+        )
+        assert busy
+    finally:
+        future.cancel()
+    assert future.cancelled()
+
+
+def test_cost_after_completion() -> None:
+    fn = remote(lambda: "paid", timeout=60)
+    future = fn.submit()
+    assert future.result(timeout=RESULT_TIMEOUT) == "paid"
+    cost = future.cost
+    assert isinstance(cost, float)
+    assert cost >= 0
+    assert future.cost == cost  # the job has ended: its cost no longer grows
+
+
+def test_concurrent_futures_wait_and_as_completed() -> None:
+    @remote(timeout=60)
+    def echo(x: int) -> int:
+        return x * 10
+
+    futures = [echo.submit(i) for i in range(4)]
+    assert len({f.job_id for f in futures}) == 4
+    assert sorted(f.result(timeout=RESULT_TIMEOUT) for f in concurrent.futures.as_completed(futures, 120)) == [
+        0,
+        10,
+        20,
+        30,
+    ]
+    done, not_done = concurrent.futures.wait(futures, timeout=RESULT_TIMEOUT)
+    assert done == set(futures) and not not_done
+
+    more = [echo.submit(i) for i in (7, 8)]
+    done, not_done = concurrent.futures.wait(
+        more, timeout=RESULT_TIMEOUT, return_when=concurrent.futures.FIRST_COMPLETED
+    )
+    assert done and done <= set(more)
+    assert {f.result(timeout=RESULT_TIMEOUT) for f in more} == {70, 80}
+
+
+# -- 9. labels --------------------------------------------------------------------------------------------
+
+
+def test_labels(remote_emulator: Emulator, api: HfApi) -> None:
+    @remote(timeout=60, labels={"team": "zoo"})
+    def labelled(x: int) -> int:
+        return x
+
+    future = labelled.submit(1)
+    assert future.result(timeout=RESULT_TIMEOUT) == 1
+    labels = api.inspect_job(job_id=future.job_id, namespace=remote_emulator.user).labels or {}
+    assert labels["hfremote-run"] == future.run_id
+    assert labels["hfremote-call"] == "0"
+    assert labels["hfremote-function"] == f"{__name__}-test_labels-locals-labelled"
+    assert labels["name"] == "labelled"
+    assert labels["team"] == "zoo"
+
+    renamed = labelled.options(name="custom name!")
+    other = renamed.submit(2)
+    assert other.result(timeout=RESULT_TIMEOUT) == 2
+    labels = api.inspect_job(job_id=other.job_id, namespace=remote_emulator.user).labels or {}
+    assert labels["name"] == "custom-name"
+    assert labels["hfremote-run"] == other.run_id != future.run_id
+    jobs = api.list_jobs(namespace=remote_emulator.user, labels={"hfremote-run": future.run_id})
+    assert [job.id for job in jobs] == [future.job_id]
