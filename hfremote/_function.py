@@ -67,9 +67,8 @@ class RemoteFunction(Generic[P, R]):
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> RemoteFuture[R]:
         """Start a job for this call and return its future at once."""
-        hub = current_hub()
-        prepared = Prepared(hub, self._fn, self._options)
-        inputs = pack_call(self._fn, args, kwargs)
+        inputs = pack_call(self._fn, args, kwargs)  # wrong or unpicklable arguments fail before any request
+        prepared = Prepared(current_hub(), self._fn, self._options)
         return prepared.launch([inputs])[0]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -94,9 +93,8 @@ class Prepared:
 
     def __init__(self, hub: Hub, fn: Callable[..., Any], options: Options) -> None:
         self.hub, self.fn, self.options = hub, fn, options
-        self.namespace = hub.namespace(options.namespace)
-        hub.check_flavor(options.flavor)
-        self.secrets = resolve_secrets(options)
+        # Local checks first, then those that ask the platform: bad input costs no request.
+        self.secrets = resolve_secrets(options, hub.token)
         scan = Scan(fn)
         self.function = pack_function(fn, scan)
         explicit = list(options.dependencies)
@@ -104,6 +102,8 @@ class Prepared:
         self.entry = render_entry(options.python, self.dependencies)
         self.run_id = new_run_id()
         self.name = sanitize(str(options.name or getattr(fn, "__name__", "fn")))
+        self.namespace = hub.namespace(options.namespace)
+        hub.check_flavor(options.flavor)
 
     def launch(self, inputs: list[bytes]) -> list[RemoteFuture[Any]]:
         """Upload the run folder in one batch, then create one job per input."""

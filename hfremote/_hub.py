@@ -77,7 +77,7 @@ class Hub:
     """A huggingface_hub client bound to one endpoint and token, with what it has learnt cached."""
 
     def __init__(self, endpoint: str, token: str | None, *, is_emulator: bool = False) -> None:
-        self.endpoint, self.is_emulator = endpoint.rstrip("/"), is_emulator
+        self.endpoint, self.is_emulator, self.token = endpoint.rstrip("/"), is_emulator, token
         self.api = HfApi(
             endpoint=self.endpoint, token=token, library_name="hfremote", library_version=version("hfremote")
         )

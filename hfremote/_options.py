@@ -251,16 +251,18 @@ def _check(o: Options) -> None:
         raise OptionsError(f"two volumes share a mount path: {sorted(mounts)}")
 
 
-def resolve_secrets(options: Options) -> dict[str, str]:
-    """Secret values, names read from the local environment (like `hf jobs -s NAME`)."""
+def resolve_secrets(options: Options, platform_token: str | None) -> dict[str, str]:
+    """Secret values, names read from the local environment (like `hf jobs -s NAME`).
+
+    A bare HF_TOKEN falls back to the token of the platform the job runs on, never to a token saved
+    for another endpoint.
+    """
     out = {}
     for name, value in options.secrets:
         if value is None:
             value = os.environ.get(name)
             if value is None and name == "HF_TOKEN":
-                from huggingface_hub import get_token
-
-                value = get_token()
+                value = platform_token
             if value is None:
                 raise OptionsError(
                     f"secret {name!r} is not set in your environment: export {name}=... or pass "
