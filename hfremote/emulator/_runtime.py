@@ -13,6 +13,7 @@ COMPLETED always finds the whole log and every file the job wrote.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -53,6 +54,7 @@ _PASSTHROUGH_ENV = (
 @dataclass
 class _Running:
     job_id: str
+    folder: Path  # the job's "container": mounts, work dir, home
     cancel: threading.Event = field(default_factory=threading.Event)
     kill_reason: str | None = None
     process: subprocess.Popen[bytes] | None = None
@@ -193,9 +195,22 @@ class Runtime:
                     self._wake.wait(1.0)
                     continue
                 for job in waiting:
-                    run = self._running[job["id"]] = _Running(job["id"])
+                    run = self._running[job["id"]] = _Running(job["id"], self._free_slot())
                     self._update(job["id"], stage="RUNNING", message=None, startedAt=iso(self._clock.now()))
                     threading.Thread(target=self._run, args=(run,), name=f"job-{job['id']}", daemon=True).start()
+
+    def _free_slot(self) -> Path:
+        """A folder for the next job, reused slot by slot.
+
+        uv keys a script's cached environment on the script's path: jobs that run in the same slot
+        reuse it (as long as their requirements match) instead of filling uv's cache with one
+        environment per job.
+        """
+        used = {run.folder.name for run in self._running.values()}
+        slot = next(str(i) for i in itertools.count() if str(i) not in used)
+        folder = self._root / "slots" / slot
+        _remove(folder)
+        return folder
 
     def _run(self, run: _Running) -> None:
         job = self._store.job(run.job_id)
@@ -204,7 +219,7 @@ class Runtime:
         message: str | None = "The emulator failed to run this job"
         mounts: list[_Mount] = []
         try:
-            mounts = self._mount(job)
+            mounts = self._mount(job, run.folder)
             if self.on_job_started is not None:
                 self.on_job_started(run.job_id)
             stage, message = self._attempts(run, job, mounts)
@@ -219,19 +234,19 @@ class Runtime:
             except Exception as e:
                 if stage == "COMPLETED":
                     stage, message = "ERROR", f"Could not save the job's files to the bucket: {e}"
+            self._finish(job, stage, message)
+            _remove(run.folder)  # before the slot is free for the next job
             with self._lock:
-                self._finish(job, stage, message)
                 del self._running[run.job_id]
                 run.done.set()
                 self._wake.notify_all()
-            _remove(self._root / "jobs" / run.job_id)
 
     def _attempts(self, run: _Running, job: Record, mounts: list[_Mount]) -> tuple[str, str | None]:
         attempts = (job.get("retry") or 0) + 1
         timeout = job.get("timeout") or DEFAULT_TIMEOUT
         argv = [_translate(a, mounts) for a in [*(job.get("command") or []), *(job.get("arguments") or [])]]
-        env = self._environment(job, mounts)
-        workdir = self._root / "jobs" / job["id"] / "work"
+        env = self._environment(job, mounts, run.folder / "home")
+        workdir = run.folder / "work"
         workdir.mkdir(parents=True, exist_ok=True)
         stage, message = "ERROR", None
         for attempt in range(1, attempts + 1):
@@ -320,9 +335,8 @@ class Runtime:
             for raw in iter(pipe.readline, b""):
                 self._logs.append(job_id, raw.decode("utf-8", "replace").rstrip("\r\n"))
 
-    def _environment(self, job: Record, mounts: list[_Mount]) -> dict[str, str]:
+    def _environment(self, job: Record, mounts: list[_Mount], home: Path) -> dict[str, str]:
         # Built from scratch: the caller's tokens and settings must never leak into a job.
-        home = self._root / "jobs" / job["id"] / "home"
         home.mkdir(parents=True, exist_ok=True)
         env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
         env.update({k: v for k, v in os.environ.items() if k.startswith("UV_") and k != "UV_PROJECT_ENVIRONMENT"})
@@ -345,9 +359,9 @@ class Runtime:
         return env
 
     # -- volumes -----------------------------------------------------------------------------------
-    def _mount(self, job: Record) -> list[_Mount]:
+    def _mount(self, job: Record, folder: Path) -> list[_Mount]:
         mounts = []
-        base = self._root / "jobs" / job["id"] / "mounts"
+        base = folder / "mounts"
         for i, volume in enumerate(job.get("volumes") or []):
             local = base / str(i)
             if volume.get("type") == "bucket":
@@ -462,7 +476,8 @@ def _remove(folder: Path) -> None:
     """Delete a job's folder, read-only volume copies included."""
     for path in folder.rglob("*"):
         if path.is_dir() and not path.is_symlink():
-            path.chmod(0o755)
+            with contextlib.suppress(FileNotFoundError):
+                path.chmod(0o755)
     shutil.rmtree(folder, ignore_errors=True)
 
 
