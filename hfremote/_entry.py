@@ -3,11 +3,13 @@
 The client renders this module with a PEP 723 header (Python version, pinned cloudpickle, the
 function's dependencies) and uploads it as `entry.py` into the run folder:
 
-    runs/<run-id>/entry.py  manifest.json  function.pkl  inputs/<call>.pkl  ->  results/<call>.pkl
+    runs/<run-id>/entry.py  manifest.json  function.pkl  inputs/<chunk>.pkl  ->  results/<chunk>.pkl
 
-`uv run entry.py CALL [CALL ...]` runs each call in turn and writes its result file atomically: a
-pickled dict with the value, or the exception, its formatted traceback, its type name and message
-(the last two alone when the exception itself cannot be pickled).
+A chunk is a list of `(input index, pickled (args, kwargs))`. `uv run entry.py CHUNK [CHUNK ...]`
+runs each input in turn and, after each one, atomically rewrites the chunk's result file: a pickled
+`{input index: pickled payload}`, so finished inputs are never lost. A payload is a dict with the
+value, or the exception, its formatted traceback, its type name and message (the last two alone when
+the exception itself cannot be pickled).
 """
 
 from __future__ import annotations
@@ -27,16 +29,17 @@ def _type_name(obj: object) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _write(path: Path, payload: dict[str, Any]) -> None:
+def _encode(payload: dict[str, Any]) -> bytes:
+    """Pickle one input's payload; what cannot travel is replaced by its type, message and traceback."""
     import cloudpickle
 
     try:
-        data = cloudpickle.dumps(payload)
+        data: bytes = cloudpickle.dumps(payload)
         if payload.get("error") is not None:  # an exception whose __init__ does not match its args pickles,
             cloudpickle.loads(data)  # but cannot be re-created: then send its type, message and traceback
+        return data
     except Exception as e:
-        error = payload.get("error")
-        if error is not None:  # the exception cannot travel: keep its type, message and traceback
+        if payload.get("error") is not None:
             payload = {**payload, "error": None}
         else:  # the return value cannot travel
             payload = {
@@ -46,11 +49,17 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
                 "message": f"the function's result ({_type_name(payload.get('value'))}) cannot be pickled: {e}",
                 "traceback": traceback.format_exc(),
             }
-        data = cloudpickle.dumps(payload)
+        encoded: bytes = cloudpickle.dumps(payload)
+        return encoded
+
+
+def _write(path: Path, results: dict[int, bytes]) -> None:
+    import cloudpickle
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # the client never sees half a result
+    tmp.write_bytes(cloudpickle.dumps(results))
+    os.replace(tmp, path)  # the client never sees half a result file
 
 
 def _failure(exc: BaseException, note: str | None = None) -> dict[str, Any]:
@@ -94,27 +103,29 @@ def _setup_problem(folder: Path) -> str | None:
     return None
 
 
+def _indexes(folder: Path, chunk: str) -> list[int]:
+    import cloudpickle
+
+    return [index for index, _ in cloudpickle.loads((folder / "inputs" / f"{chunk}.pkl").read_bytes())]
+
+
+def _fail_all(folder: Path, chunks: list[str], payload: dict[str, Any]) -> None:
+    encoded = _encode(payload)
+    for chunk in chunks:
+        _write(folder / "results" / f"{chunk}.pkl", dict.fromkeys(_indexes(folder, chunk), encoded))
+
+
 def main(argv: list[str]) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)  # log lines stream as they are printed
     folder = Path(__file__).resolve().parent
-    calls = argv[1:]
-    results = folder / "results"
+    chunks = argv[1:]
     problem = _setup_problem(folder)
     if problem is not None:
         print(f"hfremote: {problem}", file=sys.stderr)
-        for call in calls:
-            _write(
-                results / f"{call}.pkl",
-                {
-                    "ok": False,
-                    "error": None,
-                    "type": "hfremote.errors.JobFailedError",
-                    "message": problem,
-                    "traceback": "",
-                },
-            )
+        failure = {"ok": False, "error": None, "type": "hfremote.errors.JobFailedError", "message": problem}
+        _fail_all(folder, chunks, {**failure, "traceback": ""})
         return EXIT_SETUP
     import cloudpickle
 
@@ -127,19 +138,21 @@ def main(argv: list[str]) -> int:
         if isinstance(e, ImportError):
             note += " (add the missing package to dependencies=[...])"
         print(f"hfremote: {note}", file=sys.stderr)
-        for call in calls:
-            _write(results / f"{call}.pkl", _failure(e, note))
+        _fail_all(folder, chunks, _failure(e, note))
         return EXIT_SETUP
     status = EXIT_OK
-    for call in calls:
-        try:
-            args, kwargs = cloudpickle.loads((folder / "inputs" / f"{call}.pkl").read_bytes())
-            payload = {"ok": True, "value": function(*args, **kwargs)}
-        except BaseException as e:  # the user's SystemExit and KeyboardInterrupt travel back too
-            payload = _failure(e)
-            status = EXIT_RAISED
-            traceback.print_exc()
-        _write(results / f"{call}.pkl", payload)
+    for chunk in chunks:
+        done: dict[int, bytes] = {}
+        for index, call in cloudpickle.loads((folder / "inputs" / f"{chunk}.pkl").read_bytes()):
+            try:
+                args, kwargs = cloudpickle.loads(call)
+                payload = {"ok": True, "value": function(*args, **kwargs)}
+            except BaseException as e:  # the user's SystemExit and KeyboardInterrupt travel back too
+                payload = _failure(e)
+                status = EXIT_RAISED
+                traceback.print_exc()
+            done[index] = _encode(payload)
+            _write(folder / "results" / f"{chunk}.pkl", done)
     return status
 
 

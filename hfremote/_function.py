@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import cloudpickle
-from huggingface_hub import Volume
+from huggingface_hub import JobInfo, Volume
 
 from ._config import current_hub
 from ._future import CALL_LABEL, FUNCTION_LABEL, RUN_LABEL, RemoteFuture, watch
@@ -68,8 +68,7 @@ class RemoteFunction(Generic[P, R]):
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> RemoteFuture[R]:
         """Start a job for this call and return its future at once."""
         inputs = pack_call(self._fn, args, kwargs)  # wrong or unpicklable arguments fail before any request
-        prepared = Prepared(current_hub(), self._fn, self._options)
-        return prepared.launch([inputs])[0]
+        return Prepared(current_hub(), self._fn, self._options).launch_one(inputs)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the call as a job and wait for it, printing its log lines to stderr."""
@@ -104,34 +103,42 @@ class Prepared:
         self.name = sanitize(str(options.name or getattr(fn, "__name__", "fn")))
         self.namespace = hub.namespace(options.namespace)
         hub.check_flavor(options.flavor)
+        self._uploaded = False
 
-    def launch(self, inputs: list[bytes]) -> list[RemoteFuture[Any]]:
-        """Upload the run folder in one batch, then create one job per input."""
-        manifest = {
-            "python": self.options.python,
-            "cloudpickle": cloudpickle.__version__,
-            "function": f"{self.fn.__module__}.{self.fn.__qualname__}",
-            "dependencies": self.dependencies,
-            "calls": len(inputs),
-            "created": datetime.now(timezone.utc).isoformat(),
-        }
+    def upload(self, chunks: dict[str, list[tuple[int, bytes]]]) -> None:
+        """Upload chunks of inputs in one batch (with the entry script and function, the first time)."""
         folder = f"runs/{self.run_id}"
-        files: list[tuple[str | Path | bytes, str]] = [
-            (self.entry.encode(), f"{folder}/entry.py"),
-            (json.dumps(manifest, indent=1).encode(), f"{folder}/manifest.json"),
-            (self.function, f"{folder}/function.pkl"),
-            *((data, f"{folder}/inputs/{i}.pkl") for i, data in enumerate(inputs)),
-        ]
-        bucket = self.hub.bucket(self.namespace)
-        self.hub.upload(bucket, files)
-        return [self._create(bucket, str(i)) for i in range(len(inputs))]
+        files: list[tuple[str | Path | bytes, str]] = []
+        if not self._uploaded:
+            manifest = {
+                "python": self.options.python,
+                "cloudpickle": cloudpickle.__version__,
+                "function": f"{self.fn.__module__}.{self.fn.__qualname__}",
+                "dependencies": self.dependencies,
+                "created": datetime.now(timezone.utc).isoformat(),
+            }
+            files += [
+                (self.entry.encode(), f"{folder}/entry.py"),
+                (json.dumps(manifest, indent=1).encode(), f"{folder}/manifest.json"),
+                (self.function, f"{folder}/function.pkl"),
+            ]
+        files += [(cloudpickle.dumps(calls), f"{folder}/inputs/{chunk}.pkl") for chunk, calls in chunks.items()]
+        self.hub.upload(self.bucket, files)
+        self._uploaded = True
 
-    def _create(self, bucket: str, call: str) -> RemoteFuture[Any]:
+    @property
+    def bucket(self) -> str:
+        return self.hub.bucket(self.namespace)
+
+    def create(self, chunk: str) -> JobInfo:
+        """Create the job that runs one uploaded chunk (exactly once, whatever the network does)."""
         o = self.options
-        key = {RUN_LABEL: self.run_id, CALL_LABEL: call}
+        key = {RUN_LABEL: self.run_id, CALL_LABEL: chunk}
         labels = {**o.labels, **key, FUNCTION_LABEL: sanitize(f"{self.fn.__module__}.{self.fn.__qualname__}")}
         volumes = [
-            Volume(type="bucket", source=bucket, mount_path=RUN_MOUNT, read_only=False, path=f"runs/{self.run_id}"),
+            Volume(
+                type="bucket", source=self.bucket, mount_path=RUN_MOUNT, read_only=False, path=f"runs/{self.run_id}"
+            ),
             *(
                 Volume(
                     type=v.type,
@@ -144,12 +151,12 @@ class Prepared:
                 for v in o.volumes
             ),
         ]
-        info = self.hub.run_job(
+        return self.hub.run_job(
             self.namespace,
             labels={**labels, "name": self.name},
             key=key,
             image=o.job_image,
-            command=["uv", "run", "--quiet", "--python", o.python, f"{RUN_MOUNT}/entry.py", call],
+            command=["uv", "run", "--quiet", "--python", o.python, f"{RUN_MOUNT}/entry.py", chunk],
             env={"PYTHONUNBUFFERED": "1", **o.env},
             secrets=self.secrets or None,
             flavor=o.flavor,
@@ -157,7 +164,11 @@ class Prepared:
             attempts=o.attempts if o.attempts > 1 else None,
             volumes=volumes,
         )
-        future: RemoteFuture[Any] = RemoteFuture(self.hub, self.namespace, info, self.run_id, call, self.name)
+
+    def launch_one(self, call: bytes) -> RemoteFuture[Any]:
+        self.upload({"0": [(0, call)]})
+        info = self.create("0")
+        future: RemoteFuture[Any] = RemoteFuture(self.hub, self.namespace, info, self.run_id, "0", self.name, 0)
         watch(future)
         return future
 

@@ -52,10 +52,13 @@ def result_path(run_id: str, call: str) -> str:
 class RemoteFuture(Future[R], Generic[R]):
     """The result of a function running as a job: a `concurrent.futures.Future` with the job attached."""
 
-    def __init__(self, hub: Hub, namespace: str, info: JobInfo, run_id: str, call: str, name: str = "") -> None:
+    def __init__(
+        self, hub: Hub, namespace: str, info: JobInfo, run_id: str, call: str, name: str = "", index: int | None = None
+    ) -> None:
         super().__init__()
         self._hub, self.namespace, self._info = hub, namespace, info
         self.run_id, self.call, self.name = run_id, call, name or info.id
+        self.index = index  # the input this future stands for (None when re-attached: the job's only one)
 
     # -- the job ---------------------------------------------------------------------------------
     @property
@@ -178,27 +181,68 @@ class RemoteFuture(Future[R], Generic[R]):
         else:
             self.set_exception(value)
 
+    def _failure(self, info: JobInfo) -> JobFailedError:
+        """What an input that got no result raises: the job's stage, message, URL and last log lines."""
+        tail: list[str] = []
+        with contextlib.suppress(HFRemoteError):  # the logs are a courtesy; the failure is what matters
+            tail = self._all_logs()[-_LOG_TAIL:]
+        message = info.status.message or (
+            "finished without writing its result" if info.status.stage == "COMPLETED" else None
+        )
+        return JobFailedError(self.job_id, str(info.status.stage), message, self.url, tail)
+
     def _outcome(self, info: JobInfo, data: bytes | None) -> tuple[bool, Any]:
-        if data is None:
-            tail: list[str] = []
-            with contextlib.suppress(HFRemoteError):  # the logs are a courtesy; the failure is what matters
-                tail = self._all_logs()[-_LOG_TAIL:]
-            message = info.status.message or (
-                "finished without writing its result" if info.status.stage == "COMPLETED" else None
-            )
-            return False, JobFailedError(self.job_id, str(info.status.stage), message, self.url, tail)
-        try:
-            payload = cloudpickle.loads(data)
-        except Exception as e:  # e.g. the result's class cannot be imported here
-            return False, RemoteError(type(e).__name__, f"the job's result could not be unpickled here: {e}")
-        if payload.get("ok"):
-            return True, payload["value"]
-        error = payload.get("error")
-        if error is None:
-            error = _rebuild(payload.get("type", "Exception"), payload.get("message", ""))
-        if payload.get("traceback"):
-            error.__cause__ = RemoteTraceback(payload["traceback"])
-        return False, error
+        outcomes = decode_results(data)
+        if self.index is None and len(outcomes) == 1:  # re-attached: the job's one input
+            return next(iter(outcomes.values()))
+        if self.index in outcomes:
+            return outcomes[self.index]
+        return False, self._failure(info)
+
+
+class ChunkFuture(RemoteFuture[dict[int, tuple[bool, Any]]]):
+    """The future of a job that runs several inputs: its result maps each input to (ok, value or error)."""
+
+    def __init__(
+        self, hub: Hub, namespace: str, info: JobInfo, run_id: str, call: str, name: str, indexes: list[int]
+    ) -> None:
+        super().__init__(hub, namespace, info, run_id, call, name)
+        self.indexes = indexes
+
+    def _outcome(self, info: JobInfo, data: bytes | None) -> tuple[bool, Any]:
+        outcomes = decode_results(data)
+        missing = [i for i in self.indexes if i not in outcomes]
+        if missing:
+            failure = self._failure(info)
+            outcomes.update((i, (False, failure)) for i in missing)
+        return True, outcomes
+
+
+def decode_results(data: bytes | None) -> dict[int, tuple[bool, Any]]:
+    """A chunk's result file: input index -> (True, value) or (False, exception with its remote traceback)."""
+    if data is None:
+        return {}
+    try:
+        raw: dict[int, bytes] = cloudpickle.loads(data)
+    except Exception as e:
+        error = RemoteError(type(e).__name__, f"the job's result file could not be read: {e}")
+        return {-1: (False, error)}
+    return {index: _decode_payload(payload) for index, payload in raw.items()}
+
+
+def _decode_payload(data: bytes) -> tuple[bool, Any]:
+    try:
+        payload = cloudpickle.loads(data)
+    except Exception as e:  # e.g. the result's class cannot be imported here
+        return False, RemoteError(type(e).__name__, f"the job's result could not be unpickled here: {e}")
+    if payload.get("ok"):
+        return True, payload["value"]
+    error = payload.get("error")
+    if error is None:
+        error = _rebuild(payload.get("type", "Exception"), payload.get("message", ""))
+    if payload.get("traceback"):
+        error.__cause__ = RemoteTraceback(payload["traceback"])
+    return False, error
 
 
 def _rebuild(type_name: str, message: str) -> BaseException:

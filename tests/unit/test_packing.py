@@ -285,7 +285,8 @@ def make_run(
     (folder / "function.pkl").write_bytes(pack_function(fn, scan))
     (folder / "inputs").mkdir()
     for i, (args, kwargs) in enumerate(calls):
-        (folder / "inputs" / f"{i}.pkl").write_bytes(pack_call(fn, args, kwargs))
+        # one input per chunk, chunk i holding input i
+        (folder / "inputs" / f"{i}.pkl").write_bytes(cloudpickle.dumps([(i, pack_call(fn, args, kwargs))]))
     return folder
 
 
@@ -301,7 +302,10 @@ def run_entry(folder: Path, *calls: str) -> subprocess.CompletedProcess[str]:
 
 
 def result(folder: Path, call: str) -> dict[str, Any]:
-    payload: dict[str, Any] = cloudpickle.loads((folder / "results" / f"{call}.pkl").read_bytes())
+    """The payload of input `call`, from the result file of the chunk of the same number."""
+    chunk: dict[int, bytes] = cloudpickle.loads((folder / "results" / f"{call}.pkl").read_bytes())
+    assert list(chunk) == [int(call)]
+    payload: dict[str, Any] = cloudpickle.loads(chunk[int(call)])
     return payload
 
 
