@@ -7,6 +7,7 @@
 
     train(3e-4)                 # runs as a job, streams its logs, returns the dict
     future = train.submit(3e-4) # RemoteFuture at once
+    for out in train.map([1e-4, 3e-4, 1e-3]): ...   # one job per input, results in order
 
 Without a Hugging Face token, jobs run on an embedded offline emulator of the platform.
 """
@@ -15,12 +16,14 @@ from importlib.metadata import version as _version
 
 from ._config import configure
 from ._function import RemoteFunction, remote
-from ._future import RemoteError, RemoteFuture
+from ._future import RemoteError, RemoteFuture, as_completed, gather, wait
+from ._map import CostEstimate
 from .errors import BackendError, HFRemoteError, JobFailedError, OptionsError, PicklingError, RemoteTraceback
 
 __version__ = _version("hfremote")
 __all__ = [
     "BackendError",
+    "CostEstimate",
     "HFRemoteError",
     "JobFailedError",
     "OptionsError",
@@ -30,6 +33,9 @@ __all__ = [
     "RemoteFuture",
     "RemoteTraceback",
     "__version__",
+    "as_completed",
     "configure",
+    "gather",
     "remote",
+    "wait",
 ]

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -27,8 +27,10 @@ from huggingface_hub import JobInfo, Volume
 from ._config import current_hub
 from ._future import CALL_LABEL, FUNCTION_LABEL, RUN_LABEL, RemoteFuture, watch
 from ._hub import Hub
+from ._map import CostEstimate, MapRun, calls_of, check_map_arguments, estimate, length_of
 from ._options import RUN_MOUNT, Options, build, resolve_secrets, sanitize
 from ._packing import Scan, check_function, pack_call, pack_function, pinned_dependencies, render_entry
+from .errors import OptionsError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,6 +71,122 @@ class RemoteFunction(Generic[P, R]):
         """Start a job for this call and return its future at once."""
         inputs = pack_call(self._fn, args, kwargs)  # wrong or unpicklable arguments fail before any request
         return Prepared(current_hub(), self._fn, self._options).launch_one(inputs)
+
+    def map(
+        self,
+        *iterables: Iterable[Any],
+        chunksize: int = 1,
+        max_parallel: int = 16,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        retries: int = 0,
+        progress: bool | None = None,
+        logs: str = "errors",
+        max_cost_usd: float | None = None,
+        **options: Any,
+    ) -> Iterator[R]:
+        """`fn(*args)` for args zipped from the iterables, as jobs; results in input order (or as they come).
+
+        Each job runs `chunksize` inputs; at most `max_parallel` jobs are unfinished at once. Inputs are
+        read lazily. The first failure (after `retries` re-runs of the failed inputs) cancels the map's
+        unfinished jobs and raises, unless `return_exceptions`. `progress` shows a bar (default: on a
+        terminal); `logs` is "errors" (print failed inputs' log tails), "all" or "none".
+        `max_cost_usd` refuses to launch jobs whose worst case (timeout x jobs x price) exceeds it.
+        """
+        return self._map(
+            iterables,
+            False,
+            chunksize,
+            max_parallel,
+            ordered,
+            return_exceptions,
+            retries,
+            progress,
+            logs,
+            max_cost_usd,
+            options,
+        )
+
+    def starmap(
+        self,
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int = 1,
+        max_parallel: int = 16,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        retries: int = 0,
+        progress: bool | None = None,
+        logs: str = "errors",
+        max_cost_usd: float | None = None,
+        **options: Any,
+    ) -> Iterator[R]:
+        """Like `map`, with each item of `iterable` unpacked as the arguments: `fn(*item)`."""
+        return self._map(
+            (iterable,),
+            True,
+            chunksize,
+            max_parallel,
+            ordered,
+            return_exceptions,
+            retries,
+            progress,
+            logs,
+            max_cost_usd,
+            options,
+        )
+
+    def _map(
+        self,
+        iterables: tuple[Iterable[Any], ...],
+        star: bool,
+        chunksize: int,
+        max_parallel: int,
+        ordered: bool,
+        return_exceptions: bool,
+        retries: int,
+        progress: bool | None,
+        logs: str,
+        max_cost_usd: float | None,
+        options: dict[str, Any],
+    ) -> Iterator[R]:
+        # Everything that can be checked is checked now, before the caller starts iterating.
+        check_map_arguments(chunksize, max_parallel, retries, logs)
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        settings = build(self._options, **options) if options else self._options
+        prepared = Prepared(current_hub(), self._fn, settings)
+        total = length_of(iterables)
+        if max_cost_usd is not None and total is not None:
+            cost = self.map_cost(total, chunksize=chunksize, **options)
+            if cost.worst_case_usd > max_cost_usd:
+                raise OptionsError(
+                    f"this map could cost up to ${cost.worst_case_usd:.2f} ({cost}), over "
+                    f"max_cost_usd={max_cost_usd}; raise the limit, lower the timeout or use a "
+                    "larger chunksize"
+                )
+        run = MapRun(
+            prepared,
+            calls_of(iterables, star),
+            chunksize=chunksize,
+            max_parallel=max_parallel,
+            ordered=ordered,
+            return_exceptions=return_exceptions,
+            retries=retries,
+            progress=progress,
+            logs=logs,
+            total=total,
+            max_cost_usd=max_cost_usd,
+        )
+        return iter(run)
+
+    def map_cost(self, inputs: int | Iterable[Any], chunksize: int = 1, **options: Any) -> CostEstimate:
+        """The worst case of a map before launching it: jobs x timeout x the flavor's price."""
+        settings = build(self._options, **options) if options else self._options
+        count = inputs if isinstance(inputs, int) else len(list(inputs))
+        hub = current_hub()
+        hub.check_flavor(settings.flavor)
+        price = hub.hardware()[settings.flavor]["price_per_minute"]
+        return estimate(price, settings.flavor, settings.timeout, count, chunksize)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the call as a job and wait for it, printing its log lines to stderr."""

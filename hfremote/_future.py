@@ -14,11 +14,12 @@ it also cancels the job.
 from __future__ import annotations
 
 import builtins
+import concurrent.futures
 import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -352,3 +353,33 @@ def _watcher() -> Watcher:
 
 def watch(future: RemoteFuture[Any]) -> None:
     _watcher().watch(future)
+
+
+def wait(
+    futures: Iterable[Future[Any]], timeout: float | None = None, return_when: str = "ALL_COMPLETED"
+) -> tuple[set[Future[Any]], set[Future[Any]]]:
+    """`concurrent.futures.wait` for RemoteFutures (and any other futures): (done, not_done)."""
+    done, pending = concurrent.futures.wait(list(futures), timeout=timeout, return_when=return_when)
+    return set(done), set(pending)
+
+
+def as_completed(futures: Iterable[Future[R]], timeout: float | None = None) -> Iterator[Future[R]]:
+    """Futures as they finish, like `concurrent.futures.as_completed`."""
+    return concurrent.futures.as_completed(list(futures), timeout=timeout)
+
+
+def gather(*futures: Future[Any], return_exceptions: bool = False, timeout: float | None = None) -> list[Any]:
+    """The results of `futures` in their order; the first exception is raised unless `return_exceptions`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    out = []
+    for future in futures:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            out.append(future.result(remaining))
+        except concurrent.futures.TimeoutError:
+            raise
+        except BaseException as e:
+            if not return_exceptions or isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            out.append(e)
+    return out

@@ -13,6 +13,7 @@ import hfremote.errors
 
 EXPECTED = [
     "BackendError",
+    "CostEstimate",
     "HFRemoteError",
     "JobFailedError",
     "OptionsError",
@@ -22,8 +23,11 @@ EXPECTED = [
     "RemoteFuture",
     "RemoteTraceback",
     "__version__",
+    "as_completed",
     "configure",
+    "gather",
     "remote",
+    "wait",
 ]
 
 

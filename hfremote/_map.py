@@ -1,0 +1,316 @@
+"""Fan-out: one function over many inputs, as many jobs (or chunks of inputs per job).
+
+    inputs ──(lazily, a window at a time)──► chunks of `chunksize` ──► one upload per window
+        ──► a job per chunk, at most `max_parallel` unfinished ──► the watcher (one list per tick)
+        ──► each chunk's result file ──► per-input outcomes ──► retries of failed inputs
+        ──► values yielded in input order (or as they complete)
+
+Memory stays flat: inputs are read only as far as the window needs, and results wait for their turn
+only within the window. A failure (after `retries`) cancels every unfinished job of the map and
+raises the function's own exception, unless `return_exceptions`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from typing import Any
+
+from ._future import TERMINAL, ChunkFuture, watch
+from ._options import Options
+from ._packing import pack_call
+from .errors import OptionsError
+
+LOG_MODES = ("errors", "all", "none")
+_CREATE_THREADS = 8
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What a map may cost at worst: every job running until its timeout."""
+
+    jobs: int
+    flavor: str
+    price_per_hour: float
+    timeout_seconds: int
+
+    @property
+    def worst_case_usd(self) -> float:
+        return round(self.jobs * self.timeout_seconds / 3600 * self.price_per_hour, 4)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.jobs} jobs on {self.flavor} at ${self.price_per_hour:.2f}/h, at most "
+            f"{self.timeout_seconds}s each: at most ${self.worst_case_usd:.2f}"
+        )
+
+
+def estimate(prepared_price: float, flavor: str, timeout: int, inputs: int, chunksize: int) -> CostEstimate:
+    return CostEstimate(-(-inputs // chunksize), flavor, prepared_price * 60, timeout)
+
+
+def check_map_arguments(chunksize: int, max_parallel: int, retries: int, logs: str) -> None:
+    for name, value, low in (("chunksize", chunksize, 1), ("max_parallel", max_parallel, 1), ("retries", retries, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise OptionsError(f"{name}={value!r} must be an integer >= {low}")
+    if logs not in LOG_MODES:
+        raise OptionsError(f"logs={logs!r}: use one of {', '.join(LOG_MODES)}")
+
+
+class MapRun:
+    """One map: launches chunks as slots free up and yields results. Iterate it once."""
+
+    def __init__(
+        self,
+        prepared: Any,  # a _function.Prepared: packed function, options, the platform
+        calls: Iterator[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        chunksize: int,
+        max_parallel: int,
+        ordered: bool,
+        return_exceptions: bool,
+        retries: int,
+        progress: bool | None,
+        logs: str,
+        total: int | None,
+        max_cost_usd: float | None,
+    ) -> None:
+        self.prepared, self.calls = prepared, calls
+        self.chunksize, self.max_parallel, self.ordered = chunksize, max_parallel, ordered
+        self.return_exceptions, self.retries, self.logs = return_exceptions, retries, logs
+        self.total, self.max_cost_usd = total, max_cost_usd
+        options: Options = prepared.options
+        self._price = prepared.hub.hardware()[options.flavor]["price_per_minute"]
+        self._job_worst = options.timeout / 60 * self._price
+        self._window = max(2 * max_parallel, 4)  # chunks uploaded ahead of their jobs
+        self._counter = itertools.count()
+        self._next_index = 0
+        self._exhausted = False
+        self._uploaded: list[tuple[str, list[tuple[int, bytes]]]] = []  # chunks uploaded, no job yet
+        self._running: dict[ChunkFuture, list[tuple[int, bytes]]] = {}
+        self._retry: list[tuple[int, bytes]] = []
+        self._tries: dict[int, int] = {}
+        self._done: dict[int, tuple[bool, Any]] = {}  # finished, not yet yielded
+        self._next_yield = 0
+        self._jobs = self._failed = self._finished = 0
+        self._cost_done = 0.0
+        self._bar: Any = None
+        self._progress = progress if progress is not None else sys.stderr.isatty()
+        self._started = time.monotonic()
+        self._log_threads: list[threading.Thread] = []
+
+    # -- the loop --------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        self._open_bar()
+        try:
+            while True:
+                self._launch()
+                yield from self._ready()
+                if not self._running and not self._uploaded and not self._retry and self._exhausted:
+                    break
+                self._collect()
+                yield from self._ready()
+        except KeyboardInterrupt:
+            count = self._cancel_all()
+            print(f"\nhfremote: map interrupted; cancelled {count} unfinished job(s)", file=sys.stderr)
+            raise
+        except GeneratorExit:
+            self._cancel_all()  # the caller stopped iterating: stop paying for what it will not read
+            raise
+        except BaseException:
+            self._cancel_all()
+            raise
+        finally:
+            self._close_bar()
+
+    def _ready(self) -> Iterator[Any]:
+        if self.ordered:
+            while self._next_yield in self._done:
+                yield self._emit(self._done.pop(self._next_yield))
+                self._next_yield += 1
+        else:
+            while self._done:
+                yield self._emit(self._done.pop(next(iter(self._done))))
+
+    def _emit(self, outcome: tuple[bool, Any]) -> Any:
+        ok, value = outcome
+        if ok or self.return_exceptions:
+            return value
+        raise value
+
+    # -- launching -------------------------------------------------------------------------------
+    def _take_inputs(self, count: int) -> list[tuple[int, bytes]]:
+        """Up to `count` inputs from the caller's iterator, packed; an error in the iterator stops the map."""
+        taken: list[tuple[int, bytes]] = []
+        while len(taken) < count and not self._exhausted:
+            try:
+                args, kwargs = next(self.calls)
+            except StopIteration:
+                self._exhausted = True
+                break
+            index = self._next_index
+            self._next_index += 1
+            taken.append((index, pack_call(self.prepared.fn, args, kwargs)))
+        return taken
+
+    def _launch(self) -> None:
+        # Results may not run too far ahead of the one awaited next (ordered), so memory stays flat.
+        ahead = self._next_index - self._next_yield
+        room = self.max_parallel - len(self._running)
+        if room <= 0:
+            return
+        if not self._uploaded and (self._retry or not self._exhausted) and ahead < self._window * self.chunksize * 2:
+            chunks: list[list[tuple[int, bytes]]] = []
+            while self._retry and len(chunks) < self._window:
+                chunks.append(self._retry[: self.chunksize])
+                del self._retry[: self.chunksize]
+            while len(chunks) < self._window and not self._exhausted:
+                taken = self._take_inputs(self.chunksize)
+                if taken:
+                    chunks.append(taken)
+            named = [(str(next(self._counter)), calls) for calls in chunks if calls]
+            if named:
+                self._check_cost(len(named))
+                self.prepared.upload(dict(named))
+                self._uploaded.extend(named)
+        batch, self._uploaded = self._uploaded[:room], self._uploaded[room:]
+        if batch:
+            with ThreadPoolExecutor(min(_CREATE_THREADS, len(batch)), thread_name_prefix="hfremote-create") as pool:
+                infos = list(pool.map(lambda item: self.prepared.create(item[0]), batch))
+            for (chunk, calls), info in zip(batch, infos, strict=True):
+                future = ChunkFuture(
+                    self.prepared.hub,
+                    self.prepared.namespace,
+                    info,
+                    self.prepared.run_id,
+                    chunk,
+                    self.prepared.name,
+                    [index for index, _ in calls],
+                )
+                watch(future)
+                self._running[future] = calls
+                self._jobs += 1
+                if self.logs == "all":
+                    self._follow_logs(future)
+            self._refresh_bar()
+
+    def _check_cost(self, new_jobs: int) -> None:
+        if self.max_cost_usd is None:
+            return
+        worst = (self._jobs + len(self._uploaded) + new_jobs) * self._job_worst
+        if worst > self.max_cost_usd:
+            raise OptionsError(
+                f"this map could cost up to ${worst:.2f} (jobs x timeout x price), over max_cost_usd="
+                f"{self.max_cost_usd}; raise the limit, lower the timeout, or use a larger chunksize"
+            )
+
+    # -- collecting ------------------------------------------------------------------------------
+    def _collect(self) -> None:
+        finished, _ = wait_futures(list(self._running), timeout=0.5, return_when=FIRST_COMPLETED)
+        self._refresh_bar()
+        done = [f for f in self._running if f in finished]  # typed as ChunkFutures, in launch order
+        for future in done:
+            calls = self._running.pop(future)
+            self._cost_done += future.cost or 0.0
+            exc = future.exception()
+            outcomes: dict[int, tuple[bool, Any]] = (
+                {index: (False, exc) for index, _ in calls} if exc is not None else future.result()
+            )
+            by_index = dict(calls)
+            for index, (ok, value) in sorted(outcomes.items()):
+                if index not in by_index:
+                    continue
+                if not ok and self._tries.get(index, 0) < self.retries:
+                    self._tries[index] = self._tries.get(index, 0) + 1
+                    self._retry.append((index, by_index[index]))
+                    continue
+                self._tries.pop(index, None)
+                self._finished += 1
+                if not ok:
+                    self._failed += 1
+                    if self.logs != "none":
+                        self._print_failure(index, future, value)
+                    if not self.return_exceptions:
+                        self._cancel_all()
+                        raise value
+                self._done[index] = (ok, value)
+        self._refresh_bar()
+
+    def _cancel_all(self) -> int:
+        unfinished = [f for f in self._running if not f.done()]
+        self._running.clear()
+        self._uploaded.clear()
+        if unfinished:
+            with ThreadPoolExecutor(min(_CREATE_THREADS, len(unfinished))) as pool:
+                list(pool.map(lambda f: f.cancel(), unfinished))
+        return len(unfinished)
+
+    # -- observability ---------------------------------------------------------------------------
+    def _print_failure(self, index: int, future: ChunkFuture, error: BaseException) -> None:
+        lines = getattr(error, "log_tail", None)
+        if lines is None:
+            try:
+                lines = list(future.logs())[-20:]
+            except Exception:  # the log tail is a courtesy: the failure itself is raised or returned
+                lines = []
+        header = f"[input {index}] failed ({type(error).__name__}: {error}); job {future.job_id}"
+        print("\n".join([header, *(f"[input {index}] {line}" for line in lines)]), file=sys.stderr)
+
+    def _follow_logs(self, future: ChunkFuture) -> None:
+        first, last = future.indexes[0], future.indexes[-1]
+        prefix = f"[input {first}] " if first == last else f"[inputs {first}-{last}] "
+
+        def follow() -> None:
+            try:
+                for line in future.logs(follow=True):
+                    print(prefix + line, file=sys.stderr, flush=True)
+            except Exception:  # log streaming is a courtesy: it must never break the map
+                return
+
+        thread = threading.Thread(target=follow, name=f"hfremote-logs-{future.job_id}", daemon=True)
+        thread.start()
+
+    def _open_bar(self) -> None:
+        if not self._progress:
+            return
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self.total, desc=self.prepared.name, unit="input", file=sys.stderr, leave=True)
+
+    def _refresh_bar(self) -> None:
+        if self._bar is None:
+            return
+        stages = [f.info.status.stage for f in self._running]
+        running = sum(1 for stage in stages if stage == "RUNNING")
+        queued = sum(1 for stage in stages if stage not in TERMINAL and stage != "RUNNING")
+        cost = self._cost_done + sum(f.cost or 0.0 for f in self._running)
+        self._bar.n = self._finished
+        self._bar.set_postfix_str(
+            f"running={running} queued={queued} failed={self._failed} cost=${cost:.4f}", refresh=False
+        )
+        self._bar.refresh()
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._refresh_bar()
+            self._bar.close()
+
+
+def calls_of(iterables: tuple[Iterable[Any], ...], star: bool) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
+    if star:
+        (iterable,) = iterables
+        return ((tuple(args), {}) for args in iterable)
+    return ((tuple(args), {}) for args in zip(*iterables, strict=False))
+
+
+def length_of(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    try:
+        return min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        return None
