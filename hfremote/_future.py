@@ -34,6 +34,7 @@ from .errors import BackendError, HFRemoteError, JobFailedError, RemoteTraceback
 R = TypeVar("R")
 log = logging.getLogger("hfremote")
 TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
+ACTIVE = ("SCHEDULING", "RUNNING")
 RUN_LABEL, CALL_LABEL, FUNCTION_LABEL = "hfremote-run", "hfremote-call", "hfremote-function"
 _LOG_TAIL = 20
 
@@ -323,21 +324,35 @@ class Watcher:
             self._wake.clear()
 
     def _tick(self, run: _Run) -> None:
+        """One look at a run: its unfinished jobs in one list; the jobs that left that list, once each."""
         try:
-            jobs = run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id})
+            active = run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id}, list(ACTIVE))
         except BackendError as e:
             log.warning("hfremote: could not list the jobs of run %s: %s", run.run_id, e)
             return
         with self._lock:
             futures = dict(run.futures)
-        for info in jobs:
-            future = futures.get(info.id)
-            if future is None:
-                continue
-            future._info = info
-            if info.status.stage in TERMINAL:
+        for info in active:
+            if info.id in futures:
+                futures.pop(info.id)._info = info
+        if not futures:
+            return
+        # What is left has finished: fetch each final state once (one listing when many finished at once).
+        try:
+            if len(futures) > 3:
+                done = run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id}, list(TERMINAL))
+                finished = {info.id: info for info in done}
+            else:
+                finished = {job_id: run.hub.inspect(run.namespace, job_id) for job_id in futures}
+        except BackendError as e:
+            log.warning("hfremote: could not read the finished jobs of run %s: %s", run.run_id, e)
+            return
+        for job_id, future in futures.items():
+            final = finished.get(job_id)
+            if final is not None and final.status.stage in TERMINAL:
+                future._info = final
                 self.forget(future)
-                self._pool.submit(future._finish, info)
+                self._pool.submit(future._finish, final)
 
 
 _WATCHER: list[Watcher] = []

@@ -184,8 +184,10 @@ class Hub:
             on_lost=lambda: self.call("looking up the job", lookup),
         )
 
-    def list_jobs(self, namespace: str, labels: dict[str, str]) -> list[JobInfo]:
-        return self.call("listing jobs", lambda: list(self.api.list_jobs(namespace=namespace, labels=labels)))
+    def list_jobs(self, namespace: str, labels: dict[str, str], stages: list[str] | None = None) -> list[JobInfo]:
+        return self.call(
+            "listing jobs", lambda: list(self.api.list_jobs(namespace=namespace, labels=labels, status=stages))
+        )
 
     def inspect(self, namespace: str, job_id: str) -> JobInfo:
         return self.call(f"inspecting job {job_id}", lambda: self.api.inspect_job(job_id=job_id, namespace=namespace))
