@@ -50,6 +50,9 @@ def main() -> None:
     for n, future in futures.items():
         print(f"collatz({n}) takes {future.result()} steps  (job {future.job_id}, ~${future.cost or 0:.6f})")
 
+    # map: one job per input (or per chunk of inputs), results in input order.
+    print("collatz(1..8):", list(collatz_steps.map(range(1, 9), chunksize=2)))
+
     # The function's own exception comes back as itself, with the remote traceback as its cause.
     try:
         check(12)
