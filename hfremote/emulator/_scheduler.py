@@ -12,8 +12,9 @@ from typing import Any
 
 import msgspec
 
+from .._cron import next_run
 from ._jobs import Jobs, owner, spec_fields
-from ._specs import JobSpec, ScheduledJobRequest, check_job_spec, check_labels, check_schedule, next_run
+from ._specs import JobSpec, ScheduledJobRequest, check_job_spec, check_labels, check_schedule
 from ._store import Record
 from ._util import HTTPError, iso, new_id, parse_iso
 

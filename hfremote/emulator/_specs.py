@@ -6,12 +6,11 @@ Every problem becomes a 400 whose message says what to fix; nothing here ever ra
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
 import msgspec
-from croniter import croniter
 
+from .._cron import schedule_problem
 from ._hardware import check_flavor
 from ._util import bad_request
 
@@ -20,14 +19,6 @@ LABEL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-PRESETS = {
-    "@annually": "0 0 1 1 *",
-    "@yearly": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 
 
 class Volume(msgspec.Struct, rename="camel", omit_defaults=True):
@@ -144,25 +135,10 @@ def check_path(path: str, what: str) -> str:
 
 
 def check_schedule(schedule: str) -> str:
-    """The platform's presets or a 5-field cron expression; returns the cron form."""
-    cron = PRESETS.get(schedule.strip(), schedule.strip())
-    if cron.startswith("@"):
-        raise bad_request(f"Unknown schedule preset {schedule!r}. Use one of {', '.join(PRESETS)} or 5-field cron")
-    if len(cron.split()) != 5 or not croniter.is_valid(cron):
-        raise bad_request(
-            f"Invalid schedule {schedule!r}: expected a preset ({', '.join(PRESETS)}) or a 5-field cron "
-            "expression such as '*/5 * * * *'"
-        )
-    try:
-        croniter(cron).get_next(datetime)
-    except ValueError:  # e.g. '0 0 31 2 *': valid fields, but no such date
-        raise bad_request(f"Invalid schedule {schedule!r}: it never comes due") from None
-    return cron
-
-
-def next_run(schedule: str, after: datetime) -> datetime:
-    result: datetime = croniter(PRESETS.get(schedule.strip(), schedule.strip()), after).get_next(datetime)
-    return result
+    """The platform's presets or a 5-field cron expression."""
+    if problem := schedule_problem(schedule):
+        raise bad_request(problem)
+    return schedule
 
 
 def check_job_spec(spec: JobSpec) -> JobSpec:

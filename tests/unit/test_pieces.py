@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from hfremote._cron import next_run
 from hfremote.emulator import Faults
 from hfremote.emulator._runtime import _Mount, _translate
-from hfremote.emulator._specs import check_schedule, next_run
+from hfremote.emulator._specs import check_schedule
 from hfremote.emulator._util import HTTPError, iso, parse_iso
 
 NOON = datetime(2026, 11, 26, 12, 30, tzinfo=timezone.utc)
