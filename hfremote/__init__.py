@@ -18,12 +18,14 @@ from ._config import configure
 from ._function import RemoteFunction, remote
 from ._future import RemoteError, RemoteFuture, as_completed, gather, wait
 from ._map import CostEstimate
+from ._schedule import Deployment, ScheduledFunction, ScheduledRun, ScheduleInfo
 from .errors import BackendError, HFRemoteError, JobFailedError, OptionsError, PicklingError, RemoteTraceback
 
 __version__ = _version("hfremote")
 __all__ = [
     "BackendError",
     "CostEstimate",
+    "Deployment",
     "HFRemoteError",
     "JobFailedError",
     "OptionsError",
@@ -32,6 +34,9 @@ __all__ = [
     "RemoteFunction",
     "RemoteFuture",
     "RemoteTraceback",
+    "ScheduleInfo",
+    "ScheduledFunction",
+    "ScheduledRun",
     "__version__",
     "as_completed",
     "configure",

@@ -109,10 +109,10 @@ def _indexes(folder: Path, chunk: str) -> list[int]:
     return [index for index, _ in cloudpickle.loads((folder / "inputs" / f"{chunk}.pkl").read_bytes())]
 
 
-def _fail_all(folder: Path, chunks: list[str], payload: dict[str, Any]) -> None:
+def _fail_all(folder: Path, result_names: dict[str, str], payload: dict[str, Any]) -> None:
     encoded = _encode(payload)
-    for chunk in chunks:
-        _write(folder / "results" / f"{chunk}.pkl", dict.fromkeys(_indexes(folder, chunk), encoded))
+    for chunk, name in result_names.items():
+        _write(folder / "results" / f"{name}.pkl", dict.fromkeys(_indexes(folder, chunk), encoded))
 
 
 def main(argv: list[str]) -> int:
@@ -121,11 +121,18 @@ def main(argv: list[str]) -> int:
             stream.reconfigure(line_buffering=True)  # log lines stream as they are printed
     folder = Path(__file__).resolve().parent
     chunks = argv[1:]
+    # A scheduled function: every run executes chunk 0 and keeps its result under a run-unique name.
+    each_run = chunks[:1] == ["--each-run"]
+    if each_run:
+        chunks = chunks[1:]
+        name = os.environ.get("JOB_ID") or f"{os.getpid()}-{os.urandom(4).hex()}"
+        print(f"hfremote: this run's result is results/{name}.pkl", file=sys.stderr)
+    result_names = {chunk: name if each_run else chunk for chunk in chunks}
     problem = _setup_problem(folder)
     if problem is not None:
         print(f"hfremote: {problem}", file=sys.stderr)
         failure = {"ok": False, "error": None, "type": "hfremote.errors.JobFailedError", "message": problem}
-        _fail_all(folder, chunks, {**failure, "traceback": ""})
+        _fail_all(folder, result_names, {**failure, "traceback": ""})
         return EXIT_SETUP
     import cloudpickle
 
@@ -138,7 +145,7 @@ def main(argv: list[str]) -> int:
         if isinstance(e, ImportError):
             note += " (add the missing package to dependencies=[...])"
         print(f"hfremote: {note}", file=sys.stderr)
-        _fail_all(folder, chunks, _failure(e, note))
+        _fail_all(folder, result_names, _failure(e, note))
         return EXIT_SETUP
     status = EXIT_OK
     for chunk in chunks:
@@ -152,7 +159,7 @@ def main(argv: list[str]) -> int:
                 status = EXIT_RAISED
                 traceback.print_exc()
             done[index] = _encode(payload)
-            _write(folder / "results" / f"{chunk}.pkl", done)
+            _write(folder / "results" / f"{result_names[chunk]}.pkl", done)
     return status
 
 

@@ -30,6 +30,7 @@ from ._hub import Hub
 from ._map import CostEstimate, MapRun, calls_of, check_map_arguments, estimate, length_of
 from ._options import RUN_MOUNT, Options, build, resolve_secrets, sanitize
 from ._packing import Scan, check_function, pack_call, pack_function, pinned_dependencies, render_entry
+from ._schedule import ScheduledFunction, schedule
 from .errors import OptionsError
 
 P = ParamSpec("P")
@@ -218,6 +219,7 @@ class Prepared:
         self.dependencies = pinned_dependencies(scan, explicit) if options.detect_dependencies else explicit
         self.entry = render_entry(options.python, self.dependencies)
         self.run_id = new_run_id()
+        self.folder = f"runs/{self.run_id}"  # in the bucket; scheduled functions use schedules/<name>/<spec>
         self.name = sanitize(str(options.name or getattr(fn, "__name__", "fn")))
         self.namespace = hub.namespace(options.namespace)
         hub.check_flavor(options.flavor)
@@ -225,7 +227,6 @@ class Prepared:
 
     def upload(self, chunks: dict[str, list[tuple[int, bytes]]]) -> None:
         """Upload chunks of inputs in one batch (with the entry script and function, the first time)."""
-        folder = f"runs/{self.run_id}"
         files: list[tuple[str | Path | bytes, str]] = []
         if not self._uploaded:
             manifest = {
@@ -236,11 +237,11 @@ class Prepared:
                 "created": datetime.now(timezone.utc).isoformat(),
             }
             files += [
-                (self.entry.encode(), f"{folder}/entry.py"),
-                (json.dumps(manifest, indent=1).encode(), f"{folder}/manifest.json"),
-                (self.function, f"{folder}/function.pkl"),
+                (self.entry.encode(), f"{self.folder}/entry.py"),
+                (json.dumps(manifest, indent=1).encode(), f"{self.folder}/manifest.json"),
+                (self.function, f"{self.folder}/function.pkl"),
             ]
-        files += [(cloudpickle.dumps(calls), f"{folder}/inputs/{chunk}.pkl") for chunk, calls in chunks.items()]
+        files += [(cloudpickle.dumps(calls), f"{self.folder}/inputs/{chunk}.pkl") for chunk, calls in chunks.items()]
         self.hub.upload(self.bucket, files)
         self._uploaded = True
 
@@ -248,15 +249,21 @@ class Prepared:
     def bucket(self) -> str:
         return self.hub.bucket(self.namespace)
 
-    def create(self, chunk: str) -> JobInfo:
-        """Create the job that runs one uploaded chunk (exactly once, whatever the network does)."""
+    def labels(self, chunk: str) -> dict[str, str]:
+        function = sanitize(f"{self.fn.__module__}.{self.fn.__qualname__}")
+        return {
+            **self.options.labels,
+            RUN_LABEL: self.run_id,
+            CALL_LABEL: chunk,
+            FUNCTION_LABEL: function,
+            "name": self.name,
+        }
+
+    def spec(self, chunk: str, each_run: bool = False) -> dict[str, Any]:
+        """The job spec (as `run_job` takes it) that runs one uploaded chunk with the run folder at /data."""
         o = self.options
-        key = {RUN_LABEL: self.run_id, CALL_LABEL: chunk}
-        labels = {**o.labels, **key, FUNCTION_LABEL: sanitize(f"{self.fn.__module__}.{self.fn.__qualname__}")}
         volumes = [
-            Volume(
-                type="bucket", source=self.bucket, mount_path=RUN_MOUNT, read_only=False, path=f"runs/{self.run_id}"
-            ),
+            Volume(type="bucket", source=self.bucket, mount_path=RUN_MOUNT, read_only=False, path=self.folder),
             *(
                 Volume(
                     type=v.type,
@@ -269,18 +276,25 @@ class Prepared:
                 for v in o.volumes
             ),
         ]
+        entry = [f"{RUN_MOUNT}/entry.py", *(["--each-run"] if each_run else []), chunk]
+        return {
+            "image": o.job_image,
+            "command": ["uv", "run", "--quiet", "--python", o.python, *entry],
+            "env": {"PYTHONUNBUFFERED": "1", **o.env},
+            "secrets": self.secrets or None,
+            "flavor": o.flavor,
+            "timeout": o.timeout,
+            "attempts": o.attempts if o.attempts > 1 else None,
+            "volumes": volumes,
+        }
+
+    def create(self, chunk: str) -> JobInfo:
+        """Create the job that runs one uploaded chunk (exactly once, whatever the network does)."""
         return self.hub.run_job(
             self.namespace,
-            labels={**labels, "name": self.name},
-            key=key,
-            image=o.job_image,
-            command=["uv", "run", "--quiet", "--python", o.python, f"{RUN_MOUNT}/entry.py", chunk],
-            env={"PYTHONUNBUFFERED": "1", **o.env},
-            secrets=self.secrets or None,
-            flavor=o.flavor,
-            timeout=o.timeout,
-            attempts=o.attempts if o.attempts > 1 else None,
-            volumes=volumes,
+            labels=self.labels(chunk),
+            key={RUN_LABEL: self.run_id, CALL_LABEL: chunk},
+            **self.spec(chunk),
         )
 
     def launch_one(self, call: bytes) -> RemoteFuture[Any]:
@@ -316,45 +330,61 @@ def wait_streaming(future: RemoteFuture[R], options: Options) -> R:
         raise
 
 
-@overload
-def remote(fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+class _Remote:
+    """`remote`: the decorator (`@remote`, `@remote(...)`) and `remote.schedule(...)`."""
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+
+    @overload
+    def __call__(
+        self,
+        /,
+        *,
+        flavor: str = ...,
+        timeout: int | float | str = ...,
+        dependencies: list[str] | tuple[str, ...] = ...,
+        detect_dependencies: bool = ...,
+        image: str | None = ...,
+        python: str = ...,
+        env: dict[str, str] | None = ...,
+        secrets: list[str] | dict[str, str | None] | None = ...,
+        volumes: list[Any] | None = ...,
+        labels: dict[str, str] | None = ...,
+        attempts: int = ...,
+        retries: int = ...,
+        namespace: str | None = ...,
+        name: str | None = ...,
+        detach: bool = ...,
+        stream_logs: bool = ...,
+    ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
+
+    def __call__(self, fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
+        """Make a function run as a Hugging Face job: `@remote` or `@remote(flavor=..., timeout=...)`.
+
+        Options (checked now, before anything is uploaded): flavor, timeout ("90s", "30m", "2h", "1d" or
+        seconds), dependencies, detect_dependencies, image, python, env, secrets (names read from your
+        environment, or values), volumes ("hf://datasets/org/name:/mnt"), labels, attempts (or retries),
+        namespace, name, detach (Ctrl-C leaves the job running), stream_logs.
+        """
+        settings = build(None, **options)
+        if fn is not None:
+            return RemoteFunction(fn, settings)
+
+        def decorate(function: Callable[P, R]) -> RemoteFunction[P, R]:
+            return RemoteFunction(function, settings)
+
+        return decorate
+
+    @staticmethod
+    def schedule(
+        cron: str, *, concurrency: bool | None = None, suspend: bool | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], ScheduledFunction[P, R]]:
+        """`@remote.schedule("@daily", flavor=..., timeout=...)`: a function deployed as a scheduled job."""
+        return schedule(cron, concurrency=concurrency, suspend=suspend, **options)
+
+    def __repr__(self) -> str:
+        return "<hfremote.remote>"
 
 
-@overload
-def remote(
-    *,
-    flavor: str = ...,
-    timeout: int | float | str = ...,
-    dependencies: list[str] | tuple[str, ...] = ...,
-    detect_dependencies: bool = ...,
-    image: str | None = ...,
-    python: str = ...,
-    env: dict[str, str] | None = ...,
-    secrets: list[str] | dict[str, str | None] | None = ...,
-    volumes: list[Any] | None = ...,
-    labels: dict[str, str] | None = ...,
-    attempts: int = ...,
-    retries: int = ...,
-    namespace: str | None = ...,
-    name: str | None = ...,
-    detach: bool = ...,
-    stream_logs: bool = ...,
-) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
-
-
-def remote(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
-    """Make a function run as a Hugging Face job: `@remote` or `@remote(flavor=..., timeout=...)`.
-
-    Options (checked now, before anything is uploaded): flavor, timeout ("90s", "30m", "2h", "1d" or
-    seconds), dependencies, detect_dependencies, image, python, env, secrets (names read from your
-    environment, or values), volumes ("hf://datasets/org/name:/mnt"), labels, attempts (or retries),
-    namespace, name, detach (Ctrl-C leaves the job running), stream_logs.
-    """
-    settings = build(None, **options)
-    if fn is not None:
-        return RemoteFunction(fn, settings)
-
-    def decorate(function: Callable[P, R]) -> RemoteFunction[P, R]:
-        return RemoteFunction(function, settings)
-
-    return decorate
+remote = _Remote()

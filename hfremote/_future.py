@@ -47,10 +47,6 @@ class RemoteError(HFRemoteError):
         self.type_name, self.message = type_name, message
 
 
-def result_path(run_id: str, call: str) -> str:
-    return f"runs/{run_id}/results/{call}.pkl"
-
-
 class RemoteFuture(Future[R], Generic[R]):
     """The result of a function running as a job: a `concurrent.futures.Future` with the job attached."""
 
@@ -61,6 +57,7 @@ class RemoteFuture(Future[R], Generic[R]):
         self._hub, self.namespace, self._info = hub, namespace, info
         self.run_id, self.call, self.name = run_id, call, name or info.id
         self.index = index  # the input this future stands for (None when re-attached: the job's only one)
+        self.folder = f"runs/{run_id}"  # the run folder in the bucket
 
     # -- the job ---------------------------------------------------------------------------------
     @property
@@ -170,7 +167,7 @@ class RemoteFuture(Future[R], Generic[R]):
     def _finish(self, info: JobInfo) -> None:
         self._info = info
         try:
-            data = self._hub.download(f"{self.namespace}/{BUCKET}", result_path(self.run_id, self.call))
+            data = self._hub.download(f"{self.namespace}/{BUCKET}", self._result_path())
         except BackendError as e:
             outcome: tuple[bool, Any] = (False, e)
         else:
@@ -182,6 +179,9 @@ class RemoteFuture(Future[R], Generic[R]):
             self.set_result(value)
         else:
             self.set_exception(value)
+
+    def _result_path(self) -> str:
+        return f"{self.folder}/results/{self.call}.pkl"
 
     def _failure(self, info: JobInfo) -> JobFailedError:
         """What an input that got no result raises: the job's stage, message, URL and last log lines."""

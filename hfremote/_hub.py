@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from httpx2 import TransportError  # huggingface_hub 2.x sends its requests with httpx2
 from huggingface_hub import HfApi, JobInfo
+from huggingface_hub._jobs_api import ScheduledJobInfo
 from huggingface_hub.errors import BadRequestError, EntryNotFoundError, HfHubHTTPError
 from huggingface_hub.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
@@ -71,6 +72,16 @@ def _quiet() -> Iterator[None]:
             _quiet_depth -= 1
             if _quiet_depth == 0:
                 enable_progress_bars()
+
+
+_SCHEDULED_ACTIONS = {
+    "inspect": "inspect_scheduled_job",
+    "delete": "delete_scheduled_job",
+    "suspend": "suspend_scheduled_job",
+    "resume": "resume_scheduled_job",
+    "trigger": "trigger_scheduled_job",
+    "update_schedule": "update_scheduled_job_schedule",
+}
 
 
 class Hub:
@@ -203,3 +214,33 @@ class Hub:
             "reading metrics", lambda: list(self.api.fetch_job_metrics(job_id=job_id, namespace=namespace))
         )
         return samples[0] if samples else None
+
+    # -- scheduled jobs --------------------------------------------------------------------------
+    def list_scheduled(self, namespace: str, labels: dict[str, str]) -> list[ScheduledJobInfo]:
+        def fetch() -> list[ScheduledJobInfo]:
+            found = self.api.list_scheduled_jobs(namespace=namespace, labels=labels)
+            return [s for s in found if all((s.job_spec.labels or {}).get(k) == v for k, v in labels.items())]
+
+        return self.call("listing scheduled jobs", fetch)
+
+    def create_scheduled(self, namespace: str, **spec: Any) -> ScheduledJobInfo:
+        # No idempotency key exists for scheduled jobs: a duplicate from a lost answer is removed by the
+        # caller's deduplication (the oldest one with the same name label wins).
+        return self.call(
+            "creating the scheduled job", lambda: self.api.create_scheduled_job(namespace=namespace, **spec)
+        )
+
+    def scheduled(self, namespace: str, action: str, sched_id: str, **extra: Any) -> Any:
+        """inspect, delete, suspend, resume, trigger or update_schedule one scheduled job."""
+        method: Callable[..., Any] = getattr(self.api, _SCHEDULED_ACTIONS[action])
+        return self.call(
+            f"{action.replace('_', ' ')} of scheduled job {sched_id}",
+            lambda: method(scheduled_job_id=sched_id, namespace=namespace, **extra),
+        )
+
+    def list_files(self, bucket_id: str, prefix: str) -> list[str]:
+        def fetch() -> list[str]:
+            items = self.api.list_bucket_tree(bucket_id, prefix=prefix, recursive=True)
+            return [item.path for item in items if getattr(item, "type", "file") == "file"]
+
+        return self.call(f"listing {prefix} in {bucket_id}", fetch)

@@ -136,6 +136,7 @@ class MapRun:
                 self._next_yield += 1
         else:
             while self._done:
+                self._next_yield += 1  # unordered: a count of the values yielded (what `ahead` subtracts)
                 yield self._emit(self._done.pop(next(iter(self._done))))
 
     def _emit(self, outcome: tuple[bool, Any]) -> Any:
@@ -165,12 +166,14 @@ class MapRun:
         room = self.max_parallel - len(self._running)
         if room <= 0:
             return
-        if not self._uploaded and (self._retry or not self._exhausted) and ahead < self._window * self.chunksize * 2:
+        # Retries were read already: they go whatever `ahead` is (or a failed input awaited next would stall).
+        read_more = not self._exhausted and ahead < self._window * self.chunksize * 2
+        if not self._uploaded and (self._retry or read_more):
             chunks: list[list[tuple[int, bytes]]] = []
             while self._retry and len(chunks) < self._window:
                 chunks.append(self._retry[: self.chunksize])
                 del self._retry[: self.chunksize]
-            while len(chunks) < self._window and not self._exhausted:
+            while read_more and len(chunks) < self._window and not self._exhausted:
                 taken = self._take_inputs(self.chunksize)
                 if taken:
                     chunks.append(taken)

@@ -14,6 +14,7 @@ import hfremote.errors
 EXPECTED = [
     "BackendError",
     "CostEstimate",
+    "Deployment",
     "HFRemoteError",
     "JobFailedError",
     "OptionsError",
@@ -22,6 +23,9 @@ EXPECTED = [
     "RemoteFunction",
     "RemoteFuture",
     "RemoteTraceback",
+    "ScheduleInfo",
+    "ScheduledFunction",
+    "ScheduledRun",
     "__version__",
     "as_completed",
     "configure",

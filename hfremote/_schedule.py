@@ -1,0 +1,235 @@
+"""Scheduled functions: `@remote.schedule("@daily")` becomes a Hugging Face scheduled (cron) job.
+
+    deploy(*args) ── pack function + arguments + job spec ──► spec hash
+        no scheduled job named so        → upload schedules/<name>/<spec>/, create it
+        same spec, other schedule        → reschedule in place
+        same spec, same schedule         → nothing (no upload, no request that changes anything)
+        other spec (code, args, options) → upload the new folder, create the new one, delete the old one
+
+The name (module and qualified name, or `name=`) is a label on the scheduled job and on every run,
+so deploys find it again and `runs()` finds its runs. Each run keeps its result under its own name
+(`results/<job id>.pkl`), so runs never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from huggingface_hub import JobInfo
+
+from ._config import current_hub
+from ._cron import schedule_problem
+from ._future import RUN_LABEL, RemoteFuture, watch
+from ._hub import BUCKET, Hub
+from ._options import RUN_MOUNT, Options, build, sanitize
+from ._packing import check_function, pack_call
+from .errors import HFRemoteError, OptionsError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+SCHEDULE_LABEL, SPEC_LABEL = "hfremote-schedule", "hfremote-spec"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What `deploy()` did: "created", "updated", "rescheduled" or "unchanged"."""
+
+    name: str
+    action: str
+    scheduled_job_id: str
+    schedule: str
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    name: str
+    scheduled_job_id: str
+    schedule: str | None
+    suspended: bool
+    next_run: datetime | None
+    last_run: datetime | None
+    last_job_id: str | None
+
+
+def _module_name(fn: Callable[..., Any]) -> str:
+    """A stable name for the function's module: a script's file name rather than `__main__`."""
+    if fn.__module__ == "__main__":
+        main = sys.modules.get("__main__")
+        file = getattr(main, "__file__", None)
+        return Path(file).stem if file else "__main__"
+    return fn.__module__
+
+
+class ScheduledRun(RemoteFuture[R]):
+    """One run of a scheduled function; its result file is named after the run's job."""
+
+    def _result_path(self) -> str:
+        return f"{self.folder}/results/{self.job_id}.pkl"
+
+
+class ScheduledFunction(Generic[P, R]):
+    """A function deployed as a Hugging Face scheduled job."""
+
+    def __init__(
+        self, fn: Callable[P, R], schedule: str, options: Options, concurrency: bool | None, suspend: bool | None
+    ) -> None:
+        check_function(fn)
+        if problem := schedule_problem(schedule):
+            raise OptionsError(problem)
+        self._fn, self.schedule, self._options = fn, schedule, options
+        self.concurrency, self.suspended_on_deploy = concurrency, suspend
+        self.name = sanitize(options.name or f"{_module_name(fn)}.{fn.__qualname__}")
+        self.__doc__, self.__wrapped__ = fn.__doc__, fn
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the function here, as a plain Python call."""
+        return self._fn(*args, **kwargs)
+
+    # -- deploy ----------------------------------------------------------------------------------
+    def deploy(self, *args: P.args, **kwargs: P.kwargs) -> Deployment:
+        """Create or update the scheduled job so it runs `fn(*args, **kwargs)` on the schedule. Idempotent."""
+        from ._function import Prepared  # the run machinery of @remote, shared
+
+        call = pack_call(self._fn, args, kwargs)  # a bad argument fails before any request
+        hub = current_hub()
+        prepared = Prepared(hub, self._fn, self._options)
+        prepared.name = self.name
+        digest = self._digest(prepared, call)
+        prepared.run_id = f"{self.name[:80]}-{digest}"
+        prepared.folder = f"schedules/{self.name}/{digest}"
+        existing = self._existing(hub, prepared.namespace)
+        current = existing[0] if existing else None
+        if current is not None and (current.job_spec.labels or {}).get(SPEC_LABEL) == digest:
+            if current.schedule == self.schedule:
+                return Deployment(self.name, "unchanged", current.id, self.schedule)
+            hub.scheduled(prepared.namespace, "update_schedule", current.id, schedule=self.schedule)
+            return Deployment(self.name, "rescheduled", current.id, self.schedule)
+        prepared.upload({"0": [(0, call)]})
+        labels = {**prepared.labels("0"), SCHEDULE_LABEL: self.name, SPEC_LABEL: digest}
+        created = hub.create_scheduled(
+            prepared.namespace,
+            schedule=self.schedule,
+            suspend=self.suspended_on_deploy,
+            concurrency=self.concurrency,
+            labels=labels,
+            **prepared.spec("0", each_run=True),
+        )
+        # Two deploys racing may both create: keep the oldest of the newest spec, drop the rest.
+        survivors = [s for s in self._existing(hub, prepared.namespace) if s.id not in {e.id for e in existing}]
+        keep = survivors[0] if survivors else created
+        for stale in [*existing, *survivors[1:]]:
+            hub.scheduled(prepared.namespace, "delete", stale.id)
+        return Deployment(self.name, "updated" if existing else "created", keep.id, self.schedule)
+
+    def _digest(self, prepared: Any, call: bytes) -> str:
+        """What makes a deployment different: code, arguments, job spec, secret values (hashed), schedule options."""
+        spec = prepared.spec("0", each_run=True)
+        spec["volumes"] = [repr(v) for v in spec["volumes"][1:]]
+        spec["secrets"] = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in (spec["secrets"] or {}).items()}
+        h = hashlib.sha256()
+        for part in (
+            prepared.entry.encode(),
+            prepared.function,
+            call,
+            json.dumps(spec, sort_keys=True).encode(),
+            json.dumps([self.concurrency, self.suspended_on_deploy, self._options.labels]).encode(),
+        ):
+            h.update(hashlib.sha256(part).digest())
+        return h.hexdigest()[:16]
+
+    def _existing(self, hub: Hub, namespace: str) -> list[Any]:
+        found = hub.list_scheduled(namespace, {SCHEDULE_LABEL: self.name})
+        return sorted(found, key=lambda s: (s.created_at or datetime.min, s.id))
+
+    def _current(self) -> tuple[Hub, str, Any]:
+        hub = current_hub()
+        namespace = hub.namespace(self._options.namespace)
+        existing = self._existing(hub, namespace)
+        if not existing:
+            raise HFRemoteError(f"scheduled function {self.name!r} is not deployed: call .deploy() first")
+        return hub, namespace, existing[-1]
+
+    # -- control ---------------------------------------------------------------------------------
+    def info(self) -> ScheduleInfo:
+        """The deployed schedule: its cron, whether it is suspended, its next and last runs."""
+        _, _, sched = self._current()
+        status = sched.status
+        last = status.last_job if status is not None else None
+        return ScheduleInfo(
+            self.name,
+            sched.id,
+            sched.schedule,
+            bool(sched.suspend),
+            status.next_job_run_at if status is not None else None,
+            last.at if last is not None else None,
+            last.id if last is not None else None,
+        )
+
+    def trigger(self) -> ScheduledRun[R]:
+        """Run it now (outside the schedule); the run's future."""
+        hub, namespace, sched = self._current()
+        info: JobInfo = hub.scheduled(namespace, "trigger", sched.id)
+        return self._future(hub, namespace, info)
+
+    def runs(self, limit: int = 10) -> list[ScheduledRun[R]]:
+        """Futures of the latest runs (scheduled or triggered), newest first, with their results."""
+        hub = current_hub()
+        namespace = hub.namespace(self._options.namespace)
+        jobs = hub.list_jobs(namespace, {SCHEDULE_LABEL: self.name})
+        jobs.sort(key=lambda j: (j.created_at or datetime.min, j.id), reverse=True)
+        return [self._future(hub, namespace, info) for info in jobs[:limit]]
+
+    def _future(self, hub: Hub, namespace: str, info: JobInfo) -> ScheduledRun[R]:
+        labels = info.labels or {}
+        future: ScheduledRun[R] = ScheduledRun(hub, namespace, info, labels.get(RUN_LABEL, ""), info.id, self.name)
+        mounts = [v for v in info.volumes or [] if v.mount_path == RUN_MOUNT]
+        future.folder = (mounts[0].path if mounts else None) or future.folder
+        watch(future)
+        return future
+
+    def suspend(self) -> None:
+        hub, namespace, sched = self._current()
+        hub.scheduled(namespace, "suspend", sched.id)
+
+    def resume(self) -> None:
+        hub, namespace, sched = self._current()
+        hub.scheduled(namespace, "resume", sched.id)
+
+    def delete(self) -> None:
+        """Delete the scheduled job and every file it uploaded (its past runs' results included)."""
+        hub = current_hub()
+        namespace = hub.namespace(self._options.namespace)
+        for sched in self._existing(hub, namespace):
+            hub.scheduled(namespace, "delete", sched.id)
+        bucket = f"{namespace}/{BUCKET}"
+        files = hub.list_files(bucket, f"schedules/{self.name}")
+        if files:
+            hub.delete(bucket, files)
+
+    def __repr__(self) -> str:
+        return f"<ScheduledFunction {self.name} {self.schedule!r} flavor={self._options.flavor}>"
+
+
+def schedule(
+    cron: str, *, concurrency: bool | None = None, suspend: bool | None = None, **options: Any
+) -> Callable[[Callable[P, R]], ScheduledFunction[P, R]]:
+    """`@remote.schedule("@daily", flavor=..., timeout=...)`: a function deployed as a scheduled job.
+
+    `cron` is a preset (@hourly, @daily, @weekly, @monthly, @yearly, @annually) or 5-field cron;
+    `concurrency` lets a run start while the previous one is still going; `suspend` deploys it paused.
+    """
+    if problem := schedule_problem(cron):
+        raise OptionsError(problem)
+    settings = build(None, **options)
+
+    def decorate(fn: Callable[P, R]) -> ScheduledFunction[P, R]:
+        return ScheduledFunction(fn, cron, settings, concurrency, suspend)
+
+    return decorate
