@@ -145,16 +145,14 @@ class ScheduledFunction(Generic[P, R]):
         return h.hexdigest()[:16]
 
     def _existing(self, hub: Hub, namespace: str) -> list[Any]:
-        found = hub.list_scheduled(namespace, {SCHEDULE_LABEL: self.name})
-        return sorted(found, key=lambda s: (s.created_at or datetime.min, s.id))
+        return deployed(self.name, namespace)
 
     def _current(self) -> tuple[Hub, str, Any]:
-        hub = current_hub()
-        namespace = hub.namespace(self._options.namespace)
-        existing = self._existing(hub, namespace)
-        if not existing:
+        found = deployed(self.name, self._options.namespace)
+        if not found:
             raise HFRemoteError(f"scheduled function {self.name!r} is not deployed: call .deploy() first")
-        return hub, namespace, existing[-1]
+        hub = current_hub()
+        return hub, hub.namespace(self._options.namespace), found[-1]
 
     # -- control ---------------------------------------------------------------------------------
     def info(self) -> ScheduleInfo:
@@ -195,26 +193,45 @@ class ScheduledFunction(Generic[P, R]):
         return future
 
     def suspend(self) -> None:
-        hub, namespace, sched = self._current()
-        hub.scheduled(namespace, "suspend", sched.id)
+        """Stop firing (runs already going are not touched)."""
+        control(self.name, "suspend", self._options.namespace)
 
     def resume(self) -> None:
-        hub, namespace, sched = self._current()
-        hub.scheduled(namespace, "resume", sched.id)
+        control(self.name, "resume", self._options.namespace)
 
     def delete(self) -> None:
         """Delete the scheduled job and every file it uploaded (its past runs' results included)."""
-        hub = current_hub()
-        namespace = hub.namespace(self._options.namespace)
-        for sched in self._existing(hub, namespace):
-            hub.scheduled(namespace, "delete", sched.id)
-        bucket = f"{namespace}/{BUCKET}"
-        files = hub.list_files(bucket, f"schedules/{self.name}")
-        if files:
-            hub.delete(bucket, files)
+        control(self.name, "delete", self._options.namespace)
 
     def __repr__(self) -> str:
         return f"<ScheduledFunction {self.name} {self.schedule!r} flavor={self._options.flavor}>"
+
+
+def deployed(name: str | None = None, namespace: str | None = None) -> list[Any]:
+    """The scheduled jobs of hfremote's scheduled functions (all, or the one named), oldest first."""
+    hub = current_hub()
+    ns = hub.namespace(namespace)
+    labels = {SCHEDULE_LABEL: name} if name else {}
+    found = [s for s in hub.list_scheduled(ns, labels) if SCHEDULE_LABEL in (s.job_spec.labels or {})]
+    return sorted(found, key=lambda s: (s.created_at or datetime.min, s.id))
+
+
+def control(name: str, action: str, namespace: str | None = None) -> Any:
+    """suspend, resume, trigger or delete a deployed scheduled function by name (the `hfremote schedules` verbs)."""
+    found = deployed(name, namespace)
+    if not found:
+        raise HFRemoteError(f"no scheduled function named {name!r} is deployed (see `hfremote schedules`)")
+    hub = current_hub()
+    ns = hub.namespace(namespace)
+    if action == "delete":
+        for sched in found:
+            hub.scheduled(ns, "delete", sched.id)
+        bucket = f"{ns}/{BUCKET}"
+        files = hub.list_files(bucket, f"schedules/{name}")
+        if files:
+            hub.delete(bucket, files)
+        return None
+    return hub.scheduled(ns, action, found[-1].id)
 
 
 def schedule(

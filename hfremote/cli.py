@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import logging
 import signal
 import sys
-from types import FrameType
+from pathlib import Path
+from types import FrameType, ModuleType
 
 from .emulator import Emulator, Faults
+from .errors import HFRemoteError
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -49,6 +53,71 @@ def _emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(target: str) -> ModuleType:
+    """A Python file (by path) or an importable module (by dotted name)."""
+    path = Path(target)
+    if path.suffix == ".py" or path.exists():
+        if not path.is_file():
+            raise SystemExit(f"hfremote deploy: no such file: {target}")
+        sys.path.insert(0, str(path.resolve().parent))
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise SystemExit(f"hfremote deploy: cannot load {target}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(target)
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from ._schedule import ScheduledFunction
+
+    module = _load(args.target)
+    functions = [value for value in vars(module).values() if isinstance(value, ScheduledFunction)]
+    if not functions:
+        print(f"hfremote deploy: no scheduled functions (@remote.schedule) in {args.target}", file=sys.stderr)
+        return 1
+    for fn in functions:
+        done = fn.deploy()
+        print(f"{done.action:<11} {done.name}  {done.schedule}  (scheduled job {done.scheduled_job_id})")
+    return 0
+
+
+def _schedules(args: argparse.Namespace) -> int:
+    from ._schedule import SCHEDULE_LABEL, control, deployed
+
+    if args.action == "list":
+        rows = [("NAME", "SCHEDULE", "SUSPENDED", "NEXT RUN", "LAST RUN", "ID")]
+        for sched in deployed():
+            status = sched.status
+            next_run = status.next_job_run_at if status is not None else None
+            last = status.last_job if status is not None else None
+            rows.append(
+                (
+                    (sched.job_spec.labels or {}).get(SCHEDULE_LABEL, "?"),
+                    sched.schedule or "",
+                    str(bool(sched.suspend)),
+                    f"{next_run:%Y-%m-%d %H:%M}" if next_run else "-",
+                    f"{last.at:%Y-%m-%d %H:%M}" if last else "-",
+                    sched.id,
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        return 0
+    if not args.name:
+        print(f"hfremote schedules {args.action}: give the scheduled function's NAME", file=sys.stderr)
+        return 2
+    result = control(args.name, args.action)
+    if args.action == "trigger":
+        print(f"triggered {args.name}: job {result.id} ({result.url})")
+    else:
+        print(f"{args.action}{'d' if args.action.endswith('e') else 'ed'} {args.name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hfremote", description="Run Python functions on Hugging Face Jobs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--seed", type=int, help="random seed for rate-based faults")
     emu.add_argument("-v", "--verbose", action="store_true", help="log every request")
     emu.set_defaults(handler=_emulator)
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="deploy every @remote.schedule function of a file or module",
+        description="Create or update the scheduled job of every ScheduledFunction found in a Python file or "
+        "module, and print what was created, updated, rescheduled or left unchanged.",
+    )
+    deploy.add_argument("target", metavar="PATH_OR_MODULE")
+    deploy.set_defaults(handler=_deploy)
+
+    schedules = commands.add_parser("schedules", help="list or control deployed scheduled functions")
+    schedules.add_argument(
+        "action", nargs="?", default="list", choices=["list", "suspend", "resume", "trigger", "delete"]
+    )
+    schedules.add_argument("name", nargs="?", help="the scheduled function's name (see the list)")
+    schedules.set_defaults(handler=_schedules)
     return parser
 
 
@@ -89,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "verbose", False):
         logging.basicConfig(level=logging.INFO)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except HFRemoteError as e:
+        print(f"hfremote {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
