@@ -270,7 +270,7 @@ class _Run:
     run_id: str
     since: float
     due: float
-    futures: dict[str, RemoteFuture[Any]] = field(default_factory=dict)
+    futures: dict[str, list[RemoteFuture[Any]]] = field(default_factory=dict)  # job id -> its futures
 
     def interval(self) -> float:
         """Quick looks while the run is young (short calls come back fast), then back off to spare the API."""
@@ -297,7 +297,9 @@ class Watcher:
                 now = time.monotonic()
                 run = _Run(future._hub, future.namespace, future.run_id, now, now + poll_interval(future._hub))
                 self._runs[key] = run
-            run.futures[future.job_id] = future
+            watching = run.futures.setdefault(future.job_id, [])
+            if future not in watching:
+                watching.append(future)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="hfremote-watcher", daemon=True)
                 self._thread.start()
@@ -307,7 +309,11 @@ class Watcher:
         with self._lock:
             run = self._runs.get((id(future._hub), future.namespace, future.run_id))
             if run is not None:
-                run.futures.pop(future.job_id, None)
+                watching = run.futures.get(future.job_id, [])
+                if future in watching:
+                    watching.remove(future)
+                if not watching:
+                    run.futures.pop(future.job_id, None)
 
     def _loop(self) -> None:
         while True:
@@ -331,10 +337,10 @@ class Watcher:
             log.warning("hfremote: could not list the jobs of run %s: %s", run.run_id, e)
             return
         with self._lock:
-            futures = dict(run.futures)
+            futures = {job_id: list(watching) for job_id, watching in run.futures.items()}
         for info in active:
-            if info.id in futures:
-                futures.pop(info.id)._info = info
+            for future in futures.pop(info.id, []):
+                future._info = info
         if not futures:
             return
         # What is left has finished: fetch each final state once (one listing when many finished at once).
@@ -347,12 +353,13 @@ class Watcher:
         except BackendError as e:
             log.warning("hfremote: could not read the finished jobs of run %s: %s", run.run_id, e)
             return
-        for job_id, future in futures.items():
+        for job_id, watching in futures.items():
             final = finished.get(job_id)
             if final is not None and final.status.stage in TERMINAL:
-                future._info = final
-                self.forget(future)
-                self._pool.submit(future._finish, final)
+                for future in watching:
+                    future._info = final
+                    self.forget(future)
+                    self._pool.submit(future._finish, final)
 
 
 _WATCHER: list[Watcher] = []

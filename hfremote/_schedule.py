@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +32,7 @@ from ._future import RUN_LABEL, RemoteFuture, watch
 from ._hub import BUCKET, Hub
 from ._options import RUN_MOUNT, Options, build, sanitize
 from ._packing import check_function, pack_call
-from .errors import HFRemoteError, OptionsError
+from .errors import BackendError, HFRemoteError, OptionsError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -74,6 +76,10 @@ class ScheduledRun(RemoteFuture[R]):
         return f"{self.folder}/results/{self.job_id}.pkl"
 
 
+_runs: weakref.WeakValueDictionary[tuple[int, str, str], ScheduledRun[Any]] = weakref.WeakValueDictionary()
+_runs_lock = threading.Lock()
+
+
 class ScheduledFunction(Generic[P, R]):
     """A function deployed as a Hugging Face scheduled job."""
 
@@ -87,6 +93,17 @@ class ScheduledFunction(Generic[P, R]):
         self.concurrency, self.suspended_on_deploy = concurrency, suspend
         self.name = sanitize(options.name or f"{_module_name(fn)}.{fn.__qualname__}")
         self.__doc__, self.__wrapped__ = fn.__doc__, fn
+
+    @property
+    def schedule(self) -> str:
+        """The cron the next `deploy()` sets; setting it checks it (a bad one must not reach an upload)."""
+        return self._schedule
+
+    @schedule.setter
+    def schedule(self, cron: str) -> None:
+        if problem := schedule_problem(cron):
+            raise OptionsError(problem)
+        self._schedule = cron
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the function here, as a plain Python call."""
@@ -125,7 +142,7 @@ class ScheduledFunction(Generic[P, R]):
         survivors = [s for s in self._existing(hub, prepared.namespace) if s.id not in {e.id for e in existing}]
         keep = survivors[0] if survivors else created
         for stale in [*existing, *survivors[1:]]:
-            hub.scheduled(prepared.namespace, "delete", stale.id)
+            _delete_scheduled(hub, prepared.namespace, stale.id)
         return Deployment(self.name, "updated" if existing else "created", keep.id, self.schedule)
 
     def _digest(self, prepared: Any, call: bytes) -> str:
@@ -185,10 +202,17 @@ class ScheduledFunction(Generic[P, R]):
         return [self._future(hub, namespace, info) for info in jobs[:limit]]
 
     def _future(self, hub: Hub, namespace: str, info: JobInfo) -> ScheduledRun[R]:
-        labels = info.labels or {}
-        future: ScheduledRun[R] = ScheduledRun(hub, namespace, info, labels.get(RUN_LABEL, ""), info.id, self.name)
-        mounts = [v for v in info.volumes or [] if v.mount_path == RUN_MOUNT]
-        future.folder = (mounts[0].path if mounts else None) or future.folder
+        # One future per run: the watcher keeps one future per job, so a second one (runs() after
+        # trigger(), or runs() twice) would leave the first one pending forever.
+        with _runs_lock:
+            known: ScheduledRun[R] | None = _runs.get((id(hub), namespace, info.id))
+            if known is not None:
+                return known
+            labels = info.labels or {}
+            future: ScheduledRun[R] = ScheduledRun(hub, namespace, info, labels.get(RUN_LABEL, ""), info.id, self.name)
+            mounts = [v for v in info.volumes or [] if v.mount_path == RUN_MOUNT]
+            future.folder = (mounts[0].path if mounts else None) or future.folder
+            _runs[(id(hub), namespace, info.id)] = future
         watch(future)
         return future
 
@@ -216,6 +240,15 @@ def deployed(name: str | None = None, namespace: str | None = None) -> list[Any]
     return sorted(found, key=lambda s: (s.created_at or datetime.min, s.id))
 
 
+def _delete_scheduled(hub: Hub, namespace: str, sched_id: str) -> None:
+    """Delete one scheduled job; one already gone (a racing deploy or delete removed it) is fine."""
+    try:
+        hub.scheduled(namespace, "delete", sched_id)
+    except BackendError as e:
+        if getattr(getattr(e.__cause__, "response", None), "status_code", None) != 404:
+            raise
+
+
 def control(name: str, action: str, namespace: str | None = None) -> Any:
     """suspend, resume, trigger or delete a deployed scheduled function by name (the `hfremote schedules` verbs)."""
     found = deployed(name, namespace)
@@ -225,7 +258,7 @@ def control(name: str, action: str, namespace: str | None = None) -> Any:
     ns = hub.namespace(namespace)
     if action == "delete":
         for sched in found:
-            hub.scheduled(ns, "delete", sched.id)
+            _delete_scheduled(hub, ns, sched.id)
         bucket = f"{ns}/{BUCKET}"
         files = hub.list_files(bucket, f"schedules/{name}")
         if files:
