@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Sized
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -85,7 +85,7 @@ class RemoteFunction(Generic[P, R]):
         logs: str = "errors",
         max_cost_usd: float | None = None,
         **options: Any,
-    ) -> Iterator[R]:
+    ) -> Generator[R, None, None]:
         """`fn(*args)` for args zipped from the iterables, as jobs; results in input order (or as they come).
 
         Each job runs `chunksize` inputs; at most `max_parallel` jobs are unfinished at once. Inputs are
@@ -120,7 +120,7 @@ class RemoteFunction(Generic[P, R]):
         logs: str = "errors",
         max_cost_usd: float | None = None,
         **options: Any,
-    ) -> Iterator[R]:
+    ) -> Generator[R, None, None]:
         """Like `map`, with each item of `iterable` unpacked as the arguments: `fn(*item)`."""
         return self._map(
             (iterable,),
@@ -149,7 +149,7 @@ class RemoteFunction(Generic[P, R]):
         logs: str,
         max_cost_usd: float | None,
         options: dict[str, Any],
-    ) -> Iterator[R]:
+    ) -> Generator[R, None, None]:
         # Everything that can be checked is checked now, before the caller starts iterating.
         check_map_arguments(chunksize, max_parallel, retries, logs)
         if not iterables:
@@ -178,12 +178,17 @@ class RemoteFunction(Generic[P, R]):
             total=total,
             max_cost_usd=max_cost_usd,
         )
-        return iter(run)
+        return run.__iter__()
 
-    def map_cost(self, inputs: int | Iterable[Any], chunksize: int = 1, **options: Any) -> CostEstimate:
-        """The worst case of a map before launching it: jobs x timeout x the flavor's price."""
+    def map_cost(self, inputs: int | Sized, chunksize: int = 1, **options: Any) -> CostEstimate:
+        """The worst case of a map before launching it: jobs x timeout x the flavor's price.
+
+        `inputs` is the number of inputs, or a sized collection of them (a generator would be used up).
+        """
         settings = build(self._options, **options) if options else self._options
-        count = inputs if isinstance(inputs, int) else len(list(inputs))
+        if not isinstance(inputs, int) and not hasattr(inputs, "__len__"):
+            raise TypeError("map_cost() takes the number of inputs or a sized collection such as a list")
+        count = inputs if isinstance(inputs, int) else len(inputs)
         hub = current_hub()
         hub.check_flavor(settings.flavor)
         price = hub.hardware()[settings.flavor]["price_per_minute"]

@@ -16,7 +16,7 @@ import itertools
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
@@ -88,7 +88,8 @@ class MapRun:
         options: Options = prepared.options
         self._price = prepared.hub.hardware()[options.flavor]["price_per_minute"]
         self._job_worst = options.timeout / 60 * self._price
-        self._window = max(2 * max_parallel, 4)  # chunks uploaded ahead of their jobs
+        # Chunks uploaded ahead of their jobs: enough to fill every slot, about 4096 inputs at most beyond that.
+        self._window = max(max_parallel, min(2 * max_parallel, -(-4096 // chunksize)), 1)
         self._counter = itertools.count()
         self._next_index = 0
         self._exhausted = False
@@ -106,7 +107,7 @@ class MapRun:
         self._log_threads: list[threading.Thread] = []
 
     # -- the loop --------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Generator[Any, None, None]:
         self._open_bar()
         try:
             while True:
@@ -116,6 +117,9 @@ class MapRun:
                     break
                 self._collect()
                 yield from self._ready()
+            deadline = time.monotonic() + 10.0  # every job has ended: print their last followed lines first
+            for thread in self._log_threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
         except KeyboardInterrupt:
             count = self._cancel_all()
             print(f"\nhfremote: map interrupted; cancelled {count} unfinished job(s)", file=sys.stderr)
@@ -140,10 +144,7 @@ class MapRun:
                 yield self._emit(self._done.pop(next(iter(self._done))))
 
     def _emit(self, outcome: tuple[bool, Any]) -> Any:
-        ok, value = outcome
-        if ok or self.return_exceptions:
-            return value
-        raise value
+        return outcome[1]  # failures only get here with return_exceptions: the others raised in _collect
 
     # -- launching -------------------------------------------------------------------------------
     def _take_inputs(self, count: int) -> list[tuple[int, bytes]]:
@@ -185,8 +186,12 @@ class MapRun:
         batch, self._uploaded = self._uploaded[:room], self._uploaded[room:]
         if batch:
             with ThreadPoolExecutor(min(_CREATE_THREADS, len(batch)), thread_name_prefix="hfremote-create") as pool:
-                infos = list(pool.map(lambda item: self.prepared.create(item[0]), batch))
-            for (chunk, calls), info in zip(batch, infos, strict=True):
+                creations = [pool.submit(self.prepared.create, chunk) for chunk, _ in batch]
+            failures = [error for c in creations if (error := c.exception()) is not None]
+            for (chunk, calls), creation in zip(batch, creations, strict=True):
+                if creation.exception() is not None:
+                    continue
+                info = creation.result()
                 future = ChunkFuture(
                     self.prepared.hub,
                     self.prepared.namespace,
@@ -201,6 +206,8 @@ class MapRun:
                 self._jobs += 1
                 if self.logs == "all":
                     self._follow_logs(future)
+            if failures:  # the jobs that were created are tracked, so the map's clean-up cancels them
+                raise failures[0]
             self._refresh_bar()
 
     def _check_cost(self, new_jobs: int) -> None:
@@ -278,6 +285,7 @@ class MapRun:
 
         thread = threading.Thread(target=follow, name=f"hfremote-logs-{future.job_id}", daemon=True)
         thread.start()
+        self._log_threads.append(thread)
 
     def _open_bar(self) -> None:
         if not self._progress:
