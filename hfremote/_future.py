@@ -168,8 +168,9 @@ class RemoteFuture(Future[R], Generic[R]):
         self._info = info
         try:
             data = self._hub.download(f"{self.namespace}/{BUCKET}", self._result_path())
-        except BackendError as e:
-            outcome: tuple[bool, Any] = (False, e)
+        except Exception as e:  # whatever happens, the future must end: nothing else will complete it
+            error = e if isinstance(e, BackendError) else BackendError(f"reading the result of {self.job_id}: {e}")
+            outcome: tuple[bool, Any] = (False, error)
         else:
             outcome = self._outcome(info, data)
         if not self.set_running_or_notify_cancel():

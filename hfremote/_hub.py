@@ -174,6 +174,8 @@ class Hub:
                         self.api.download_bucket_files(bucket_id, [(path, dest)], raise_on_missing_files=True)
                 except EntryNotFoundError:
                     return None
+                except RuntimeError as e:  # hf_xet's transfer error, once its own retries are spent
+                    raise BackendError(f"downloading {path} from {bucket_id} failed: {e}") from e
                 return dest.read_bytes() if dest.exists() else None
 
         return self.call(f"downloading {path} from {bucket_id}", fetch)

@@ -54,8 +54,13 @@ def is_local(module: types.ModuleType) -> bool:
     file = getattr(module, "__file__", None)
     if not file:
         return False
-    path = str(Path(file).resolve())
-    return not path.startswith(_installed_roots())
+    return _local_file(str(file))
+
+
+@lru_cache(maxsize=8192)
+def _local_file(file: str) -> bool:
+    # Cached: every packed call looks at every loaded module, and resolving a path costs system calls.
+    return not str(Path(file).resolve()).startswith(_installed_roots())
 
 
 def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
