@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from httpx2 import TransportError  # huggingface_hub 2.x sends its requests with httpx2
-from huggingface_hub import HfApi, JobInfo
+from huggingface_hub import HfApi, JobInfo, get_session, hf_raise_for_status
 from huggingface_hub._jobs_api import ScheduledJobInfo
 from huggingface_hub.errors import BadRequestError, EntryNotFoundError, HfHubHTTPError
 from huggingface_hub.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
@@ -31,6 +32,7 @@ log = logging.getLogger("hfremote")
 BUCKET = "hfremote"
 _RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 _MAX_TRIES = 8
+_UNSERVED = object()  # the endpoint does not serve plain file downloads
 
 
 def _status(error: BaseException) -> int | None:
@@ -96,6 +98,7 @@ class Hub:
         self._namespace: str | None = None
         self._hardware: dict[str, dict[str, Any]] | None = None
         self._buckets: set[str] = set()
+        self._plain_get = True
 
     # -- retries ---------------------------------------------------------------------------------
     def call(self, what: str, fn: Callable[[], T], on_lost: Callable[[], T | None] | None = None) -> T:
@@ -164,7 +167,16 @@ class Hub:
         self.call(f"uploading {len(files)} files to {bucket_id}", send)
 
     def download(self, bucket_id: str, path: str) -> bytes | None:
-        """A file's bytes, or None when it does not exist."""
+        """A file's bytes, or None when it does not exist.
+
+        A plain GET of the file's resolve URL is one request (the Xet download takes five or six); when
+        the endpoint does not serve it, the Xet download is used from then on.
+        """
+        if self._plain_get:
+            found = self.call(f"downloading {path} from {bucket_id}", lambda: self._get(bucket_id, path))
+            if found is not _UNSERVED:
+                return found if isinstance(found, bytes) else None
+            self._plain_get = False
 
         def fetch() -> bytes | None:
             with tempfile.TemporaryDirectory(prefix="hfremote-") as tmp:
@@ -179,6 +191,18 @@ class Hub:
                 return dest.read_bytes() if dest.exists() else None
 
         return self.call(f"downloading {path} from {bucket_id}", fetch)
+
+    def _get(self, bucket_id: str, path: str) -> bytes | object | None:
+        url = f"{self.endpoint}/buckets/{bucket_id}/resolve/{quote(path, safe='/')}"
+        headers = self.api._build_hf_headers()  # the exact headers (token, user agent) of every other call
+        response = get_session().get(url, headers=headers, timeout=120)
+        if response.status_code == 404:
+            return None
+        if response.status_code in _RETRY_STATUS:
+            hf_raise_for_status(response)  # retried by `call`
+        if response.status_code != 200:
+            return _UNSERVED
+        return bytes(response.content)
 
     def delete(self, bucket_id: str, paths: list[str]) -> None:
         self.call(f"deleting {len(paths)} files", lambda: self.api.batch_bucket_files(bucket_id, delete=paths))

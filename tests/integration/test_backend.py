@@ -107,3 +107,26 @@ def test_remote_future_logs_survive_dropped_streams(remote_emulator: Emulator) -
     assert rule.fired == 2  # two streams were cut mid-way
     assert lines == [f"line {i}" for i in range(15)]
     assert future.result() == 15
+
+
+def test_results_come_back_through_xet_when_plain_downloads_are_not_served(
+    remote_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hfremote import _hub
+    from hfremote._config import current_hub
+
+    @remote(timeout="5m")
+    def square(x: int) -> int:
+        return x * x
+
+    assert square.submit(3).result() == 9  # the plain GET of the resolve URL
+    hub = current_hub()
+    assert hub._plain_get
+    # An endpoint that answers the resolve GET with anything but the file (or 404): Xet from then on.
+    monkeypatch.setattr(_hub.Hub, "_get", lambda self, bucket_id, path: _hub._UNSERVED)
+    before = len(remote_emulator.requests())
+    assert square.submit(4).result() == 16
+    assert not hub._plain_get
+    paths = [path for _, _, path, _ in remote_emulator.requests()[before:]]
+    assert any("/v1/reconstructions/" in path for path in paths)  # the Xet download ran
+    assert square.submit(5).result() == 25
