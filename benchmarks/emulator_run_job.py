@@ -12,25 +12,15 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 
-# The client reads these at import time.
-os.environ.update(
-    {
-        "HF_HOME": tempfile.mkdtemp(prefix="hfremote-bench-hf-home-"),
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_EXPERIMENTAL_WARNING": "1",
-        "HF_HUB_DISABLE_UPDATE_CHECK": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    }
-)
-os.environ.pop("HF_TOKEN", None)
-os.environ.pop("HF_ENDPOINT", None)
+from _common import quiet_client_env  # a sibling module of this script
 
-from huggingface_hub import HfApi
+quiet_client_env()
 
-from hfremote.emulator import Emulator
+from huggingface_hub import HfApi  # noqa: E402
+
+from hfremote.emulator import Emulator  # noqa: E402
 
 POLL_SECONDS = 0.010
 TERMINAL = ("COMPLETED", "ERROR", "CANCELED")

@@ -36,19 +36,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-# The client reads these at import time (here and in the child processes, which inherit them).
-os.environ.update(
-    {
-        "HF_HOME": tempfile.mkdtemp(prefix="hfremote-bench-hf-home-"),
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_EXPERIMENTAL_WARNING": "1",
-        "HF_HUB_DISABLE_UPDATE_CHECK": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "HF_XET_TELEMETRY_ENABLED": "false",
-    }
-)
-os.environ.pop("HF_TOKEN", None)
-os.environ.pop("HF_ENDPOINT", None)
+from _common import quiet_client_env  # a sibling module of this script
+
+quiet_client_env()
 
 POLL_SECONDS = 0.05
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
