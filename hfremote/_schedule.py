@@ -13,6 +13,7 @@ so deploys find it again and `runs()` finds its runs. Each run keeps its result 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -37,6 +38,7 @@ from .errors import BackendError, HFRemoteError, OptionsError
 P = ParamSpec("P")
 R = TypeVar("R")
 SCHEDULE_LABEL, SPEC_LABEL = "hfremote-schedule", "hfremote-spec"
+_RESULT_MARKER = "hfremote: this run's result is "  # printed by _entry.py
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,16 @@ class ScheduledRun(RemoteFuture[R]):
 
     def _result_path(self) -> str:
         return f"{self.folder}/results/{self.job_id}.pkl"
+
+    def _outcome(self, info: JobInfo, data: bytes | None) -> tuple[bool, Any]:
+        if data is None:  # a platform that sets no JOB_ID: the entry script logged the name it chose
+            with contextlib.suppress(HFRemoteError):
+                for line in self._all_logs():
+                    if line.startswith(_RESULT_MARKER):
+                        name = line[len(_RESULT_MARKER) :].strip()
+                        data = self._hub.download(f"{self.namespace}/{BUCKET}", f"{self.folder}/{name}")
+                        break
+        return super()._outcome(info, data)
 
 
 _runs: weakref.WeakValueDictionary[tuple[int, str, str], ScheduledRun[Any]] = weakref.WeakValueDictionary()

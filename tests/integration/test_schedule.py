@@ -256,6 +256,15 @@ def test_a_run_that_raises_raises_the_users_exception(remote_emulator: Emulator)
     assert "refresh failed" in str(caught.value.__cause__)
 
 
+def test_a_run_finds_its_result_without_a_job_id(remote_emulator: Emulator) -> None:
+    # Where the platform sets no JOB_ID, the entry script names the result itself and logs the name.
+    fn = _schedule("@hourly", refresh, name="no-job-id", env={"JOB_ID": ""})
+    fn.deploy("b", 2)
+    run = fn.trigger()
+    assert run.result(RESULT_TIMEOUT) == {"board": "b", "top": [0, 1], "job": ""}
+    assert any("this run's result is results/" in line for line in run.logs())
+
+
 # -- bad input -----------------------------------------------------------------------------------------
 
 
