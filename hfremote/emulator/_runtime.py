@@ -298,15 +298,21 @@ class Runtime:
             reader.start()
         if run.cancel.is_set():  # cancelled while starting: `cancel` found no process to signal
             _kill_group(process, graceful=True)
-        timed_out = False
-        try:
-            # Popen.wait polls with a growing delay from 0.5 ms, so short jobs end promptly;
-            # cancel and kill signal the process group from their own threads.
-            code = process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        # A blocking wait returns the moment the process exits (Popen.wait with a timeout polls, up to
+        # 50 ms late); the timeout, cancel and kill signal the process group from their own threads.
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
             _kill_group(process, graceful=True)
+
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
             code = process.wait()
+        finally:
+            timer.cancel()
         # A container ends with its main process: background children it left must not linger
         # (nor hold the log pipes open).
         _kill_group(process, graceful=False)
@@ -320,7 +326,7 @@ class Runtime:
         if run.kill_reason:  # a simulated node failure: another attempt may follow, as on the platform
             reason, run.kill_reason = run.kill_reason, None
             return "ERROR", reason, True
-        if timed_out:
+        if timed_out.is_set():
             return "ERROR", f"Job timed out after {_human(timeout)} (timeoutSeconds={int(timeout)})", False
         if code == 0:
             return "COMPLETED", None, False
