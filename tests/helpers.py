@@ -1,12 +1,19 @@
-"""Helpers for tests: polls with a deadline instead of sleeps."""
+"""Helpers for tests: polls with a deadline instead of sleeps, subprocesses pointed at an emulator."""
 
 from __future__ import annotations
 
+import os
+import queue
+import re
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from huggingface_hub import HfApi
+
+from hfremote.emulator import Emulator
 
 
 def poll(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
@@ -33,3 +40,67 @@ def wait_stage(
         return info if info.status.stage in stages else None
 
     return poll(check, timeout, what=f"job {job_id} to reach {stages}")
+
+
+def subprocess_env(emulator: Emulator, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFREMOTE_"))}
+    env.update(
+        {
+            "HF_ENDPOINT": emulator.endpoint,
+            "HF_TOKEN": emulator.token,
+            "HF_HOME": str(home),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+            "HF_HUB_DISABLE_EXPERIMENTAL_WARNING": "1",
+            "HF_XET_TELEMETRY_ENABLED": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+class Lines:
+    """Reads a pipe on a thread, so the test can wait for a line with a deadline."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        for line in self.lines:
+            if m := re.search(pattern, line):
+                return m
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n" + "\n".join(self.lines))
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"the stream ended without a line matching {pattern!r}:\n" + "\n".join(self.lines))
+            self.lines.append(line)
+            if m := re.search(pattern, line):
+                return m
+
+    def rest(self, timeout: float = 30.0) -> str:
+        """Everything until the stream closes."""
+        self._thread.join(timeout)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return "\n".join(self.lines)

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import gc
-import os
-import queue
-import re
 import signal
 import subprocess
 import sys
@@ -20,10 +17,10 @@ import threading
 from collections.abc import Generator, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
-from helpers import poll
+from helpers import Lines, poll, subprocess_env
 from huggingface_hub import HfApi
 
 import hfremote
@@ -96,60 +93,6 @@ def max_overlap(jobs: list[dict[str, Any]]) -> int:
         running += step
         peak = max(peak, running)
     return peak
-
-
-def subprocess_env(emulator: Emulator, home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFREMOTE_"))}
-    env.update(
-        {
-            "HF_ENDPOINT": emulator.endpoint,
-            "HF_TOKEN": emulator.token,
-            "HF_HOME": str(home),
-            "HF_HUB_DISABLE_TELEMETRY": "1",
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-            "HF_HUB_DISABLE_UPDATE_CHECK": "1",
-            "HF_XET_TELEMETRY_ENABLED": "false",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-class Lines:
-    """Reads a pipe on a thread, so the test can wait for a line with a deadline."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, pattern: str, timeout: float = DEADLINE) -> None:
-        def seen() -> bool:
-            try:
-                while (line := self._queue.get_nowait()) is not None:
-                    self.lines.append(line)
-            except queue.Empty:
-                pass
-            return any(re.search(pattern, line) for line in self.lines)
-
-        poll(seen, timeout, what=f"a line matching {pattern!r}")
-
-    def rest(self, timeout: float = 30.0) -> str:
-        self._thread.join(timeout)
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self.lines.append(line)
-        return "\n".join(self.lines)
 
 
 # -- 1. order ------------------------------------------------------------------------------------------

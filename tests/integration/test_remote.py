@@ -12,7 +12,6 @@ import hashlib
 import importlib
 import inspect
 import os
-import queue
 import re
 import signal
 import subprocess
@@ -24,10 +23,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
-from helpers import poll, wait_stage
+from helpers import Lines, poll, subprocess_env, wait_stage
 from huggingface_hub import HfApi
 
 import hfremote
@@ -106,70 +105,6 @@ def call(request: pytest.FixtureRequest) -> Call:
         return future.result(timeout=RESULT_TIMEOUT)
 
     return blocking if request.param == "blocking" else submitted
-
-
-def subprocess_env(emulator: Emulator, home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFREMOTE_"))}
-    env.update(
-        {
-            "HF_ENDPOINT": emulator.endpoint,
-            "HF_TOKEN": emulator.token,
-            "HF_HOME": str(home),
-            "HF_HUB_DISABLE_TELEMETRY": "1",
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-            "HF_HUB_DISABLE_UPDATE_CHECK": "1",
-            "HF_HUB_DISABLE_EXPERIMENTAL_WARNING": "1",
-            "HF_XET_TELEMETRY_ENABLED": "false",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-class Lines:
-    """Reads a pipe on a thread, so the test can wait for a line with a deadline."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        for line in self.lines:
-            if m := re.search(pattern, line):
-                return m
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n" + "\n".join(self.lines))
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(f"the stream ended without a line matching {pattern!r}:\n" + "\n".join(self.lines))
-            self.lines.append(line)
-            if m := re.search(pattern, line):
-                return m
-
-    def rest(self, timeout: float = 30.0) -> str:
-        """Everything until the stream closes."""
-        self._thread.join(timeout)
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self.lines.append(line)
-        return "\n".join(self.lines)
 
 
 def job_record(emulator: Emulator, job_id: str) -> dict[str, Any]:
@@ -429,7 +364,6 @@ def test_unpicklable_result_is_a_clear_error(call: Call) -> None:
 def test_timeout_is_a_job_failure() -> None:
     @remote(timeout=2)
     def sleepy() -> str:
-        import time
 
         time.sleep(30)
         return "woke up"
@@ -451,7 +385,6 @@ def test_timeout_is_a_job_failure() -> None:
 def test_cancel_a_running_future(remote_emulator: Emulator, api: HfApi) -> None:
     @remote(timeout=120, flavor="a100-large")  # a high price per minute makes the cost check sharp
     def sleeper() -> str:
-        import time
 
         time.sleep(60)
         return "done"
@@ -508,7 +441,6 @@ def test_missing_dependency_is_a_job_failure(call: Call) -> None:
 def test_attach_from_a_second_process(remote_emulator: Emulator, tmp_path: Path) -> None:
     @remote(timeout=60)
     def slow_answer(x: int) -> dict[str, int]:
-        import time
 
         time.sleep(2)
         return {"answer": x * 2}
@@ -640,7 +572,6 @@ def test_logs_after_completion() -> None:
 def test_metrics_of_a_busy_job() -> None:
     @remote(timeout=120)
     def burn(seconds: float) -> int:
-        import time
 
         end, n = time.monotonic() + seconds, 0
         while time.monotonic() < end:
