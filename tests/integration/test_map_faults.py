@@ -83,11 +83,9 @@ def test_map_through_refusals_gives_every_result_once_and_one_job_per_chunk(seed
         # the watcher's listings (not the inspect route /api/jobs/<ns>/<id>)
         f"429 GET /api/jobs/{ns} rate=0.1 retry-after=0",
         f"502 GET /api/jobs/{ns} rate=0.1",
-        # the result downloads: metadata, then the Xet reconstruction
-        "429 POST /api/buckets/*/paths-info rate=0.1 retry-after=0",
-        "500 POST /api/buckets/*/paths-info rate=0.1",
-        "429 GET /cas/*/v1/reconstructions/* rate=0.1 retry-after=0",
-        "503 GET /cas/*/v1/reconstructions/* rate=0.1",
+        # the result downloads (one GET of the file's resolve URL each)
+        "429 GET /buckets/*/resolve/* rate=0.1 retry-after=0",
+        "503 GET /buckets/*/resolve/* rate=0.1",
     )
     results: list[Any] = list(square.map(range(inputs), chunksize=chunksize, ordered=False, progress=False))
     seeded_emulator.faults.clear()

@@ -101,17 +101,25 @@ def test_flaky_listings_still_give_every_result(seeded_emulator: Emulator) -> No
 
 def test_failing_bucket_reads_still_give_the_result(remote_emulator: Emulator) -> None:
     ns = remote_emulator.user
-    _run_once(remote_emulator, 1)
+    future = _run_once(remote_emulator, 1)
+    since = len(remote_emulator.requests())
+    resolve = remote_emulator.faults.add(f"500 GET /buckets/{ns}/*/resolve/* count=2")
+    _run_once(remote_emulator, 8)
+    assert resolve.fired == 2
+    reads = [s for _, m, p, s in remote_emulator.requests()[since:] if m == "GET" and "/resolve/" in p]
+    assert reads[:3] == [500, 500, 200]
+    # And through the Xet download, where plain downloads are not served.
+    future._hub._plain_get = False
     since = len(remote_emulator.requests())
     paths_info = remote_emulator.faults.add(f"500 POST /api/buckets/{ns}/*/paths-info count=2")
-    _run_once(remote_emulator, 8)
+    _run_once(remote_emulator, 7)
     assert paths_info.fired == 2
     assert _statuses(remote_emulator, "POST", f"/api/buckets/{ns}/hfremote/paths-info", since)[:3] == [500, 500, 200]
-    assert len(remote_emulator.jobs()) == 2
+    assert len(remote_emulator.jobs()) == 3
 
 
 def test_failing_xet_reads_still_give_the_result(remote_emulator: Emulator) -> None:
-    _run_once(remote_emulator, 1)
+    future = _run_once(remote_emulator, 1)
     since = len(remote_emulator.requests())
     # Every read from Xet storage fails twice: the client's upload checks, the job's volume sync, the download.
     cas = remote_emulator.faults.add("503 GET /cas/* count=2")
@@ -119,7 +127,8 @@ def test_failing_xet_reads_still_give_the_result(remote_emulator: Emulator) -> N
     assert cas.fired == 2
     reads = [s for _, m, p, s in remote_emulator.requests()[since:] if m == "GET" and p.startswith("/cas/")]
     assert reads.count(503) == 2
-    # And once more with the faults aimed at the result's download itself.
+    # And once more with the faults aimed at the result's download itself (the Xet download).
+    future._hub._plain_get = False
     cas = remote_emulator.faults.add("503 GET /cas/*/reconstructions/* count=2")
     _run_once(remote_emulator, 10)
     assert cas.fired == 2
