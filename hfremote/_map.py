@@ -51,8 +51,8 @@ class CostEstimate:
         )
 
 
-def estimate(prepared_price: float, flavor: str, timeout: int, inputs: int, chunksize: int) -> CostEstimate:
-    return CostEstimate(-(-inputs // chunksize), flavor, prepared_price * 60, timeout)
+def estimate(price_per_minute: float, flavor: str, timeout: int, inputs: int, chunksize: int) -> CostEstimate:
+    return CostEstimate(-(-inputs // chunksize), flavor, price_per_minute * 60, timeout)
 
 
 def check_map_arguments(chunksize: int, max_parallel: int, retries: int, logs: str) -> None:
@@ -103,7 +103,6 @@ class MapRun:
         self._cost_done = 0.0
         self._bar: Any = None
         self._progress = progress if progress is not None else sys.stderr.isatty()
-        self._started = time.monotonic()
         self._log_threads: list[threading.Thread] = []
 
     # -- the loop --------------------------------------------------------------------------------

@@ -99,9 +99,7 @@ class ScheduledFunction(Generic[P, R]):
         self, fn: Callable[P, R], schedule: str, options: Options, concurrency: bool | None, suspend: bool | None
     ) -> None:
         check_function(fn)
-        if problem := schedule_problem(schedule):
-            raise OptionsError(problem)
-        self._fn, self.schedule, self._options = fn, schedule, options
+        self._fn, self.schedule, self._options = fn, schedule, options  # the setter checks the cron
         self.concurrency, self.suspended_on_deploy = concurrency, suspend
         self.name = sanitize(options.name or f"{_module_name(fn)}.{fn.__qualname__}")
         self.__doc__, self.__wrapped__ = fn.__doc__, fn
