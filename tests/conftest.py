@@ -24,6 +24,7 @@ os.environ.update(
 os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_ENDPOINT", None)
 
+from helpers import hfremote_on  # noqa: E402
 from huggingface_hub import HfApi  # noqa: E402
 
 from hfremote.emulator import Emulator  # noqa: E402
@@ -48,10 +49,5 @@ def ns(emulator: Emulator) -> str:
 @pytest.fixture
 def remote_emulator(emulator: Emulator) -> Iterator[Emulator]:
     """hfremote pointed at this test's emulator (and back to the default afterwards)."""
-    import hfremote
-
-    hfremote.configure(endpoint=emulator.endpoint, token=emulator.token)
-    try:
+    with hfremote_on(emulator):
         yield emulator
-    finally:
-        hfremote.configure()

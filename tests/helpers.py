@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from huggingface_hub import HfApi
 
 from hfremote.emulator import Emulator
+
+
+@contextlib.contextmanager
+def hfremote_on(emulator: Emulator) -> Iterator[Emulator]:
+    """hfremote pointed at `emulator` for the block, and back to its default afterwards."""
+    import hfremote
+
+    hfremote.configure(endpoint=emulator.endpoint, token=emulator.token)
+    try:
+        yield emulator
+    finally:
+        hfremote.configure()
 
 
 def poll(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Lines, poll, subprocess_env
+from helpers import Lines, hfremote_on, poll, subprocess_env
 from huggingface_hub import HfApi
 
 import hfremote
@@ -49,12 +49,8 @@ class MyError(ValueError):
 @pytest.fixture
 def wide(tmp_path: Path) -> Iterator[Emulator]:
     """An emulator that runs up to 6 jobs at once (the default one runs as many as there are CPUs)."""
-    with Emulator(tmp_path / "wide-emulator", token="hf_test_token_1234567890", max_running=6) as emu:
-        hfremote.configure(endpoint=emu.endpoint, token=emu.token)
-        try:
-            yield emu
-        finally:
-            hfremote.configure()
+    with Emulator(tmp_path / "wide-emulator", token="hf_test_token_1234567890", max_running=6) as emu, hfremote_on(emu):
+        yield emu
 
 
 def map_jobs(emulator: Emulator, name: str) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import hfremote_on
 
 import hfremote
 from hfremote.emulator import Emulator
@@ -41,12 +42,8 @@ def _run_once(emulator: Emulator, x: int) -> Any:
 @pytest.fixture
 def seeded_emulator(tmp_path: Path) -> Iterator[Emulator]:
     """Like `remote_emulator`, with rate-based faults drawn from a fixed seed."""
-    with Emulator(tmp_path / "seeded-state", token=TOKEN, seed=7) as emu:
-        hfremote.configure(endpoint=emu.endpoint, token=emu.token)
-        try:
-            yield emu
-        finally:
-            hfremote.configure()
+    with Emulator(tmp_path / "seeded-state", token=TOKEN, seed=7) as emu, hfremote_on(emu):
+        yield emu
 
 
 @pytest.mark.parametrize(
