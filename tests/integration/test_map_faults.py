@@ -16,6 +16,7 @@ from typing import Any
 
 import cloudpickle
 import pytest
+from helpers import hfremote_on
 from huggingface_hub import BucketFile, HfApi
 
 import hfremote
@@ -33,12 +34,8 @@ def square(x: int) -> tuple[int, int]:
 @pytest.fixture
 def seeded_emulator(tmp_path: Path) -> Iterator[Emulator]:
     """hfremote on an emulator whose rate-based faults are drawn from a fixed seed."""
-    with Emulator(tmp_path / "seeded-state", token=TOKEN, seed=1) as emu:
-        hfremote.configure(endpoint=emu.endpoint, token=emu.token)
-        try:
-            yield emu
-        finally:
-            hfremote.configure()
+    with Emulator(tmp_path / "seeded-state", token=TOKEN, seed=1) as emu, hfremote_on(emu):
+        yield emu
 
 
 def _chunks_of_jobs(emulator: Emulator) -> dict[tuple[str, str], list[int]]:
@@ -83,6 +80,8 @@ def test_map_through_refusals_gives_every_result_once_and_one_job_per_chunk(seed
         # the watcher's listings (not the inspect route /api/jobs/<ns>/<id>)
         f"429 GET /api/jobs/{ns} rate=0.1 retry-after=0",
         f"502 GET /api/jobs/{ns} rate=0.1",
+        # the map needs only a dozen listings: one refusal for sure, whatever the threads draw
+        f"503 GET /api/jobs/{ns} count=1",
         # the result downloads (one GET of the file's resolve URL each)
         "429 GET /buckets/*/resolve/* rate=0.1 retry-after=0",
         "503 GET /buckets/*/resolve/* rate=0.1",
