@@ -21,26 +21,24 @@ the jobs'. Requests are counted in the emulator's request log between the client
 from __future__ import annotations
 
 import argparse
-import collections
 import itertools
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _common import quiet_client_env  # a sibling module of this script
+from _common import count_requests, quiet_client_env, run_baseline, run_child  # a sibling module of this script
 
 quiet_client_env()
 
 POLL_SECONDS = 0.05
+UPLOAD = "upload code and inputs"
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 SCRIPT = f'''# /// script
 # requires-python = "=={PYTHON}.*"
@@ -104,63 +102,10 @@ def child_map(endpoint: str, token: str, args: argparse.Namespace) -> dict[str, 
 
 
 def child_baseline(endpoint: str, token: str, args: argparse.Namespace) -> dict[str, Any]:
-    from huggingface_hub import HfApi
-
-    api = HfApi(endpoint=endpoint, token=token)
-    script = Path(tempfile.mkdtemp(prefix="hfremote-bench-")) / "square.py"
-    script.write_text(SCRIPT)
-    bucket = f"{args.namespace}/jobs-artifacts"
-
-    def one(x: int) -> int:
-        job = api.run_uv_job(str(script), script_args=[str(x)], python=PYTHON, namespace=args.namespace)
-        done = api.wait_for_job(job.id, namespace=args.namespace, poll_interval=POLL_SECONDS)
-        assert done.status.stage == "COMPLETED", done.status
-        folder = next(v.path for v in job.volumes or [] if v.mount_path == "/data")
-        with tempfile.TemporaryDirectory() as tmp:
-            dest = Path(tmp) / "result.json"
-            api.download_bucket_files(bucket, [(f"{folder}/result.json", dest)], raise_on_missing_files=True)
-            return int(json.loads(dest.read_text()))
-
-    assert one(0) == square(0)  # warm-up
-    start, cpu, wall = time.time(), time.process_time(), time.perf_counter()
-    for x in range(1, args.baseline_inputs + 1):
-        assert one(x) == square(x)
-    return {"start": start, "end": time.time(), "cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
+    return run_baseline(endpoint, token, args.namespace, SCRIPT, PYTHON, args.baseline_inputs, POLL_SECONDS, square)
 
 
 # -- the parent ----------------------------------------------------------------------------------------
-def run_child(kind: str, emu: Any, argv: list[str]) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out = Path(f.name)
-    args = [sys.executable, __file__, *argv, "--child", kind, "--endpoint", emu.endpoint, "--token", emu.token]
-    args += ["--namespace", emu.user, "--out", str(out)]
-    proc = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"the {kind} client failed:\n{proc.stderr}")
-    result: dict[str, Any] = json.loads(out.read_text())
-    out.unlink()
-    return result
-
-
-def kind_of(method: str, path: str) -> str:
-    if path.startswith("/api/jobs/"):
-        return "create job" if method == "POST" else "poll"
-    if any(part in path for part in ("/reconstructions/", "/fetch/", "/paths-info", "/resolve/", "xet-read-token")):
-        return "download result"
-    return "upload code and inputs"
-
-
-def count_requests(
-    emu: Any, start: float, end: float, sync_windows: list[tuple[float, float]]
-) -> collections.Counter[str]:
-    def own_sync(t: float, path: str) -> bool:
-        return path.startswith("/cas/") and any(a <= t <= b for a, b in sync_windows)
-
-    return collections.Counter(
-        kind_of(method, path) for t, method, path, _ in emu.requests() if start <= t <= end and not own_sync(t, path)
-    )
-
-
 def floor_walls(inputs: int, ms: float, repeats: int) -> list[float]:
     expected = [square(x) for x in range(inputs)]
     times = []
@@ -221,12 +166,12 @@ def main() -> None:
                     windows.append((t, time.time()))
 
         emu.ctx.runtime._publish = timed_publish
-        ours = run_child("map", emu, argv)
-        theirs = run_child("baseline", emu, argv)
+        ours = run_child(__file__, "map", emu, argv)
+        theirs = run_child(__file__, "baseline", emu, argv)
         with lock:
             sync = list(windows)
-        our_kinds = count_requests(emu, ours["start"], ours["end"], sync)
-        their_kinds = count_requests(emu, theirs["start"], theirs["end"], sync)
+        our_kinds = count_requests(emu, ours["start"], ours["end"], sync, UPLOAD)
+        their_kinds = count_requests(emu, theirs["start"], theirs["end"], sync, UPLOAD)
     floors = {ms: floor_walls(args.wall_inputs, float(ms), args.repeats) for ms in ours["walls"]}
 
     n, b = args.inputs, args.baseline_inputs
@@ -234,7 +179,7 @@ def main() -> None:
         ("HTTP requests per input", our_kinds.total() / n, their_kinds.total() / b, "{:.2f}"),
         *(
             (f"&nbsp;&nbsp;{kind}", our_kinds[kind] / n, their_kinds[kind] / b, "{:.2f}")
-            for kind in ("upload code and inputs", "create job", "poll", "download result")
+            for kind in (UPLOAD, "create job", "poll", "download result")
         ),
         ("client CPU ms per input", ours["cpu"] / n * 1000, theirs["cpu"] / b * 1000, "{:.2f}"),
         ("wall ms per input", ours["wall"] / n * 1000, theirs["wall"] / b * 1000, "{:.1f}"),

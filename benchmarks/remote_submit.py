@@ -20,7 +20,6 @@ the jobs'. Requests are counted in the emulator's request log between the client
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import platform
@@ -33,11 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import quiet_client_env  # a sibling module of this script
+from _common import count_requests, quiet_client_env, run_baseline, run_child  # a sibling module of this script
 
 quiet_client_env()
 
 POLL_SECONDS = 0.05
+UPLOAD = "upload code"
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 SCRIPT = f'''# /// script
 # requires-python = "=={PYTHON}.*"
@@ -86,63 +86,10 @@ def child_hfremote(endpoint: str, token: str, calls: int, repeats: int) -> dict[
 
 
 def child_baseline(endpoint: str, token: str, calls: int, namespace: str) -> dict[str, Any]:
-    from huggingface_hub import HfApi
-
-    api = HfApi(endpoint=endpoint, token=token)
-    script = Path(tempfile.mkdtemp(prefix="hfremote-bench-")) / "square.py"
-    script.write_text(SCRIPT)
-    bucket = f"{namespace}/jobs-artifacts"
-
-    def one(x: int) -> dict[str, int]:
-        job = api.run_uv_job(str(script), script_args=[str(x)], python=PYTHON, namespace=namespace)
-        done = api.wait_for_job(job.id, namespace=namespace, poll_interval=POLL_SECONDS)
-        assert done.status.stage == "COMPLETED", done.status
-        folder = next(v.path for v in job.volumes or [] if v.mount_path == "/data")
-        with tempfile.TemporaryDirectory() as tmp:
-            dest = Path(tmp) / "result.json"
-            api.download_bucket_files(bucket, [(f"{folder}/result.json", dest)], raise_on_missing_files=True)
-            return dict(json.loads(dest.read_text()))
-
-    assert one(0) == square(0)  # warm-up
-    start, cpu, wall = time.time(), time.process_time(), time.perf_counter()
-    for x in range(1, calls + 1):
-        assert one(x) == square(x)
-    return {"start": start, "end": time.time(), "cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
+    return run_baseline(endpoint, token, namespace, SCRIPT, PYTHON, calls, POLL_SECONDS, square)
 
 
 # -- the parent ----------------------------------------------------------------------------------------
-def run_child(kind: str, emu: Any, calls: int, repeats: int) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out = Path(f.name)
-    args = [sys.executable, __file__, "--child", kind, "--endpoint", emu.endpoint, "--token", emu.token]
-    args += ["--namespace", emu.user, "--calls", str(calls), "--repeats", str(repeats), "--out", str(out)]
-    proc = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"the {kind} client failed:\n{proc.stderr}")
-    result: dict[str, Any] = json.loads(out.read_text())
-    out.unlink()
-    return result
-
-
-def kind_of(method: str, path: str) -> str:
-    if path.startswith("/api/jobs/"):
-        return "create job" if method == "POST" else "poll"
-    if any(part in path for part in ("/reconstructions/", "/fetch/", "/paths-info", "/resolve/", "xet-read-token")):
-        return "download result"
-    return "upload code"
-
-
-def count_requests(
-    emu: Any, start: float, end: float, sync_windows: list[tuple[float, float]]
-) -> collections.Counter[str]:
-    def own_sync(t: float, path: str) -> bool:
-        return path.startswith("/cas/") and any(a <= t <= b for a, b in sync_windows)
-
-    return collections.Counter(
-        kind_of(method, path) for t, method, path, _ in emu.requests() if start <= t <= end and not own_sync(t, path)
-    )
-
-
 def floor_latency(repeats: int) -> list[float]:
     script = Path(tempfile.mkdtemp(prefix="hfremote-bench-floor-")) / "square.py"
     script.write_text(SCRIPT)
@@ -193,12 +140,12 @@ def main() -> None:
                     windows.append((t, time.time()))
 
         emu.ctx.runtime._publish = timed_publish
-        remote = run_child("hfremote", emu, args.calls, args.repeats)
-        baseline = run_child("baseline", emu, args.calls, args.repeats)
+        remote = run_child(__file__, "hfremote", emu, ["--calls", str(args.calls), "--repeats", str(args.repeats)])
+        baseline = run_child(__file__, "baseline", emu, ["--calls", str(args.calls), "--repeats", str(args.repeats)])
         with lock:
             sync = list(windows)
-        remote_kinds = count_requests(emu, remote["start"], remote["end"], sync)
-        baseline_kinds = count_requests(emu, baseline["start"], baseline["end"], sync)
+        remote_kinds = count_requests(emu, remote["start"], remote["end"], sync, UPLOAD)
+        baseline_kinds = count_requests(emu, baseline["start"], baseline["end"], sync, UPLOAD)
     floor = floor_latency(args.repeats)
 
     n = args.calls
@@ -206,7 +153,7 @@ def main() -> None:
         ("HTTP requests per call", remote_kinds.total() / n, baseline_kinds.total() / n, "{:.1f}"),
         *(
             (f"&nbsp;&nbsp;{kind}", remote_kinds[kind] / n, baseline_kinds[kind] / n, "{:.1f}")
-            for kind in ("upload code", "create job", "poll", "download result")
+            for kind in (UPLOAD, "create job", "poll", "download result")
         ),
         ("client CPU ms per call", remote["cpu"] / n * 1000, baseline["cpu"] / n * 1000, "{:.1f}"),
         ("wall ms per call", remote["wall"] / n * 1000, baseline["wall"] / n * 1000, "{:.0f}"),
