@@ -8,9 +8,8 @@ the jobs'. Requests are counted in the emulator's request log between the client
    - hfremote:  `square.submit(x).result()`
    - baseline:  `HfApi.run_uv_job(<local PEP 723 script>, script_args=[x])` + `wait_for_job` + downloading the
                 result file the script wrote next to itself (the /data bucket volume run_uv_job mounts)
-   Both ship code, run it as a job, and bring a result back; both poll every 50 ms (hfremote's default on
-   an emulator; wait_for_job is given the same). Requests the emulator makes to itself while syncing a
-   job's volume back are not counted: they are the same on both sides and no client sends them.
+   Both ship code, run it as a job, and bring a result back; both poll every 50 ms (hfremote is configured
+   so; wait_for_job is given the same).
 2. Wall time of one blocking call `square(1)` (logs streamed, as by default) vs the floor, the same work
    as a PEP 723 script run with `uv run script.py 1` on this machine: medians of R runs after a warm-up.
 
@@ -27,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -126,26 +124,10 @@ def main() -> None:
     from hfremote.emulator import Emulator
 
     with Emulator() as emu:
-        # Note when the emulator syncs a job's bucket volume back through its own Xet routes.
-        windows: list[tuple[float, float]] = []
-        lock = threading.Lock()
-        publish = emu.ctx.runtime._publish
-
-        def timed_publish(*a: Any) -> None:
-            t = time.time()
-            try:
-                publish(*a)
-            finally:
-                with lock:
-                    windows.append((t, time.time()))
-
-        emu.ctx.runtime._publish = timed_publish
         remote = run_child(__file__, "hfremote", emu, ["--calls", str(args.calls), "--repeats", str(args.repeats)])
         baseline = run_child(__file__, "baseline", emu, ["--calls", str(args.calls), "--repeats", str(args.repeats)])
-        with lock:
-            sync = list(windows)
-        remote_kinds = count_requests(emu, remote["start"], remote["end"], sync, UPLOAD)
-        baseline_kinds = count_requests(emu, baseline["start"], baseline["end"], sync, UPLOAD)
+        remote_kinds = count_requests(emu, remote["start"], remote["end"], UPLOAD)
+        baseline_kinds = count_requests(emu, baseline["start"], baseline["end"], UPLOAD)
     floor = floor_latency(args.repeats)
 
     n = args.calls

@@ -50,7 +50,7 @@ def configure(
 def poll_interval(hub: Hub) -> float:
     """Seconds between two looks at a run's jobs: the Hub's API is rate-limited, the emulator is not."""
     chosen = _settings.get("poll_interval")
-    return float(chosen) if chosen else (0.05 if hub.is_emulator else 2.0)
+    return float(chosen) if chosen else (0.02 if hub.is_emulator else 2.0)
 
 
 def current_hub() -> Hub:

@@ -6,22 +6,50 @@ function's dependencies) and uploads it as `entry.py` into the run folder:
     runs/<run-id>/entry.py  manifest.json  function.pkl  inputs/<chunk>.pkl  ->  results/<chunk>.pkl
 
 A chunk is a list of `(input index, pickled (args, kwargs))`. `uv run entry.py CHUNK [CHUNK ...]`
-runs each input in turn and, after each one, atomically rewrites the chunk's result file: a pickled
-`{input index: pickled payload}`, so finished inputs are never lost. A payload is a dict with the
-value, or the exception, its formatted traceback, its type name and message (the last two alone when
-the exception itself cannot be pickled).
+runs each input in turn and appends `(input index, pickled payload)` to the chunk's result file as
+soon as the input is done, so finished inputs are never lost and a chunk costs one write per input
+(not a rewrite of everything so far). A payload is a dict with the value, or the exception, its
+formatted traceback, its type name and message (the last two alone when the exception itself cannot
+be pickled). A job that runs again (the platform's `attempts`) keeps the results it has and runs only
+the inputs that have none.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import sys
-import traceback
-from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_RAISED, EXIT_SETUP = 0, 1, 2
+# Imported with the module only when this module is the job's script, where the time counts.
+cloudpickle: Any = None
+
+
+def read_results(data: bytes) -> tuple[dict[int, bytes], int]:
+    """A result file's records: ({input index: pickled payload}, length of the well-formed part).
+
+    A record cut short (the job was killed while writing it) ends the file; a later record for the
+    same input (a second attempt) wins.
+    """
+    stream = io.BytesIO(data)
+    unpickler = pickle.Unpickler(stream)
+    results: dict[int, bytes] = {}
+    good = 0
+    while stream.tell() < len(data):
+        try:
+            record = unpickler.load()
+        except Exception:  # a truncated or damaged tail
+            break
+        if isinstance(record, dict):  # the format of hfremote 0.1: one pickled {index: payload}
+            results.update(record)
+        else:
+            index, payload = record
+            results[index] = payload
+        good = stream.tell()
+    return results, good
 
 
 def _type_name(obj: object) -> str:
@@ -31,7 +59,7 @@ def _type_name(obj: object) -> str:
 
 def _encode(payload: dict[str, Any]) -> bytes:
     """Pickle one input's payload; what cannot travel is replaced by its type, message and traceback."""
-    import cloudpickle
+    import traceback
 
     try:
         data: bytes = cloudpickle.dumps(payload)
@@ -53,16 +81,30 @@ def _encode(payload: dict[str, Any]) -> bytes:
         return encoded
 
 
-def _write(path: Path, results: dict[int, bytes]) -> None:
-    import cloudpickle
+class _Results:
+    """A chunk's result file, opened for appending after the records an earlier attempt left."""
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(cloudpickle.dumps(results))
-    os.replace(tmp, path)  # the client never sees half a result file
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.done: dict[int, bytes] = {}
+        with open(path, "a+b") as f:
+            f.seek(0)
+            self.done, good = read_results(f.read())
+            f.truncate(good)  # drop a half-written record, or it would hide everything after it
+        self._file = open(path, "ab")  # noqa: SIM115 - open for the whole chunk, closed by close()
+
+    def add(self, index: int, payload: bytes) -> None:
+        self._file.write(pickle.dumps((index, payload), protocol=pickle.HIGHEST_PROTOCOL))
+        self._file.flush()  # on disk before the next input starts
+        self.done[index] = payload
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _failure(exc: BaseException, note: str | None = None) -> dict[str, Any]:
+    import traceback
+
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return {
         "ok": False,
@@ -84,17 +126,16 @@ def _install_modules(modules: dict[str, Any]) -> None:
             setattr(sys.modules[parent], child, modules[name])
 
 
-def _setup_problem(folder: Path) -> str | None:
+def _setup_problem(folder: str) -> str | None:
     """Why this job cannot run the call here, or None."""
-    manifest = json.loads((folder / "manifest.json").read_text())
+    with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     if manifest["python"] != here:
         return (
             f"the job runs Python {here} but the function was pickled with Python {manifest['python']}: "
             "cloudpickle needs the same version on both ends (check the image and python= options)"
         )
-    import cloudpickle
-
     if cloudpickle.__version__ != manifest["cloudpickle"]:
         return (
             f"the job has cloudpickle {cloudpickle.__version__} but the caller has {manifest['cloudpickle']}: "
@@ -103,23 +144,30 @@ def _setup_problem(folder: Path) -> str | None:
     return None
 
 
-def _indexes(folder: Path, chunk: str) -> list[int]:
-    import cloudpickle
+def _inputs(folder: str, chunk: str) -> list[tuple[int, bytes]]:
+    with open(os.path.join(folder, "inputs", f"{chunk}.pkl"), "rb") as f:
+        calls: list[tuple[int, bytes]] = cloudpickle.load(f)
+    return calls
 
-    return [index for index, _ in cloudpickle.loads((folder / "inputs" / f"{chunk}.pkl").read_bytes())]
 
-
-def _fail_all(folder: Path, result_names: dict[str, str], payload: dict[str, Any]) -> None:
+def _fail_all(folder: str, result_names: dict[str, str], payload: dict[str, Any]) -> None:
     encoded = _encode(payload)
     for chunk, name in result_names.items():
-        _write(folder / "results" / f"{name}.pkl", dict.fromkeys(_indexes(folder, chunk), encoded))
+        results = _Results(os.path.join(folder, "results", f"{name}.pkl"))
+        for index, _ in _inputs(folder, chunk):
+            if index not in results.done:
+                results.add(index, encoded)
+        results.close()
 
 
 def main(argv: list[str]) -> int:
+    global cloudpickle
+    import cloudpickle
+
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)  # log lines stream as they are printed
-    folder = Path(__file__).resolve().parent
+    folder = os.path.dirname(os.path.realpath(__file__))
     chunks = argv[1:]
     # A scheduled function: every run executes chunk 0 and keeps its result under a run-unique name.
     each_run = chunks[:1] == ["--each-run"]
@@ -134,10 +182,9 @@ def main(argv: list[str]) -> int:
         failure = {"ok": False, "error": None, "type": "hfremote.errors.JobFailedError", "message": problem}
         _fail_all(folder, result_names, {**failure, "traceback": ""})
         return EXIT_SETUP
-    import cloudpickle
-
     try:
-        shipped = cloudpickle.loads((folder / "function.pkl").read_bytes())
+        with open(os.path.join(folder, "function.pkl"), "rb") as f:
+            shipped = cloudpickle.load(f)
         function = shipped["function"]
         _install_modules(shipped["modules"])
     except Exception as e:
@@ -149,17 +196,21 @@ def main(argv: list[str]) -> int:
         return EXIT_SETUP
     status = EXIT_OK
     for chunk in chunks:
-        done: dict[int, bytes] = {}
-        for index, call in cloudpickle.loads((folder / "inputs" / f"{chunk}.pkl").read_bytes()):
+        results = _Results(os.path.join(folder, "results", f"{result_names[chunk]}.pkl"))
+        for index, call in _inputs(folder, chunk):
+            if index in results.done:  # an earlier attempt of this job finished it
+                continue
             try:
                 args, kwargs = cloudpickle.loads(call)
                 payload = {"ok": True, "value": function(*args, **kwargs)}
             except BaseException as e:  # the user's SystemExit and KeyboardInterrupt travel back too
+                import traceback
+
                 payload = _failure(e)
                 status = EXIT_RAISED
                 traceback.print_exc()
-            done[index] = _encode(payload)
-            _write(folder / "results" / f"{result_names[chunk]}.pkl", done)
+            results.add(index, _encode(payload))
+        results.close()
     return status
 
 

@@ -28,6 +28,7 @@ import cloudpickle
 from huggingface_hub import JobInfo
 
 from ._config import current_hub, poll_interval
+from ._entry import read_results
 from ._hub import BUCKET, Hub
 from .errors import BackendError, HFRemoteError, JobFailedError, RemoteTraceback
 
@@ -127,6 +128,7 @@ class RemoteFuture(Future[R], Generic[R]):
                     raise BackendError(f"could not read the logs of job {self.job_id}: {e}") from e
                 time.sleep(min(0.2 * 2**failures, 5.0))
             if self.stage in TERMINAL:
+                _watcher().look_now(self)  # the job has ended: complete the future now, not at the next tick
                 break
         yield from self._all_logs()[seen:]
 
@@ -225,11 +227,7 @@ def decode_results(data: bytes | None) -> dict[int, tuple[bool, Any]]:
     """A chunk's result file: input index -> (True, value) or (False, exception with its remote traceback)."""
     if data is None:
         return {}
-    try:
-        raw: dict[int, bytes] = cloudpickle.loads(data)
-    except Exception as e:
-        error = RemoteError(type(e).__name__, f"the job's result file could not be read: {e}")
-        return {-1: (False, error)}
+    raw, _ = read_results(data)
     return {index: _decode_payload(payload) for index, payload in raw.items()}
 
 
@@ -304,6 +302,14 @@ class Watcher:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="hfremote-watcher", daemon=True)
                 self._thread.start()
+        self._wake.set()
+
+    def look_now(self, future: RemoteFuture[Any]) -> None:
+        """Look at the future's run at once (its job is known to have ended)."""
+        with self._lock:
+            run = self._runs.get((id(future._hub), future.namespace, future.run_id))
+            if run is not None:
+                run.due = 0.0
         self._wake.set()
 
     def forget(self, future: RemoteFuture[Any]) -> None:

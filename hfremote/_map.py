@@ -24,7 +24,7 @@ from typing import Any
 
 from ._future import TERMINAL, ChunkFuture, watch
 from ._options import Options
-from ._packing import pack_call
+from ._packing import pack_calls
 from .errors import OptionsError
 
 LOG_MODES = ("errors", "all", "none")
@@ -148,17 +148,14 @@ class MapRun:
     # -- launching -------------------------------------------------------------------------------
     def _take_inputs(self, count: int) -> list[tuple[int, bytes]]:
         """Up to `count` inputs from the caller's iterator, packed; an error in the iterator stops the map."""
-        taken: list[tuple[int, bytes]] = []
-        while len(taken) < count and not self._exhausted:
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        while len(calls) < count and not self._exhausted:
             try:
-                args, kwargs = next(self.calls)
+                calls.append(next(self.calls))
             except StopIteration:
                 self._exhausted = True
-                break
-            index = self._next_index
-            self._next_index += 1
-            taken.append((index, pack_call(self.prepared.fn, args, kwargs)))
-        return taken
+        first, self._next_index = self._next_index, self._next_index + len(calls)
+        return list(zip(itertools.count(first), pack_calls(self.prepared.fn, calls), strict=False))
 
     def _launch(self) -> None:
         # Results may not run too far ahead of the one awaited next (ordered), so memory stays flat.
@@ -173,10 +170,9 @@ class MapRun:
             while self._retry and len(chunks) < self._window:
                 chunks.append(self._retry[: self.chunksize])
                 del self._retry[: self.chunksize]
-            while read_more and len(chunks) < self._window and not self._exhausted:
-                taken = self._take_inputs(self.chunksize)
-                if taken:
-                    chunks.append(taken)
+            if read_more:
+                taken = self._take_inputs((self._window - len(chunks)) * self.chunksize)
+                chunks += [taken[i : i + self.chunksize] for i in range(0, len(taken), self.chunksize)]
             named = [(str(next(self._counter)), calls) for calls in chunks if calls]
             if named:
                 self._check_cost(len(named))

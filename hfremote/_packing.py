@@ -21,6 +21,7 @@ import sysconfig
 import threading
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from .errors import OptionsError, PicklingError
 
 MAX_CALL_BYTES = 512 << 20
 _NEVER_SHIPPED = {"hfremote", "cloudpickle", "__main__", "builtins"}
-_lock = threading.Lock()  # cloudpickle's by-value registry is global
+_lock = threading.Lock()
 
 
 @lru_cache(maxsize=1)
@@ -258,22 +259,16 @@ def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:
     `modules` are the local modules the function imports in its body; the job installs them in
     `sys.modules` before the call.
     """
-    with _lock:
-        added = []
-        for name in sorted(scan.local):
-            top = sys.modules.get(name.partition(".")[0])
-            module = top if top is not None and is_local(top) else scan.local[name]
-            if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
-                cloudpickle.register_pickle_by_value(module)
-                added.append(module)
+    modules = []
+    for name in sorted(scan.local):
+        top = sys.modules.get(name.partition(".")[0])
+        modules.append(top if top is not None and is_local(top) else scan.local[name])
+    with _by_value(modules):
         try:
             data: bytes = cloudpickle.dumps({"function": fn, "modules": scan.body_imports})
             return data
         except Exception as e:
             raise PicklingError(_culprit_of_function(fn, e)) from e
-        finally:
-            for module in added:
-                cloudpickle.unregister_pickle_by_value(module)
 
 
 def _culprit_of_function(fn: Callable[..., Any], error: Exception) -> str:
@@ -291,35 +286,56 @@ def _culprit_of_function(fn: Callable[..., Any], error: Exception) -> str:
     return f"{where} cannot be pickled: {type(error).__name__}: {error}"
 
 
-def _dumps_by_value(obj: Any) -> bytes:
-    """cloudpickle `obj` with the user's local modules loaded here registered by value: an argument may be
-    an instance of a class of the user's own that the function never names, which the job cannot import."""
-    with _lock:
+@contextmanager
+def _by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
+    """cloudpickle these modules by value (the job cannot import them) while in this block."""
+    with _lock:  # cloudpickle's registry is global
         added = []
-        for name, module in list(sys.modules.items()):
-            if "." in name or not isinstance(module, types.ModuleType) or not is_local(module):
-                continue
-            if name not in cloudpickle.list_registry_pickle_by_value():
+        for module in modules:
+            if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
                 cloudpickle.register_pickle_by_value(module)
                 added.append(module)
         try:
-            data: bytes = cloudpickle.dumps(obj)
-            return data
+            yield
         finally:
             for module in added:
                 cloudpickle.unregister_pickle_by_value(module)
 
 
+def _loaded_local_modules() -> list[types.ModuleType]:
+    """The user's own top-level modules loaded here: an argument may be an instance of a class of theirs
+    that the function never names."""
+    return [
+        module
+        for name, module in list(sys.modules.items())
+        if "." not in name and isinstance(module, types.ModuleType) and is_local(module)
+    ]
+
+
 def pack_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """cloudpickle one call's arguments, checked against the signature like a local call."""
+    return pack_calls(fn, [(args, kwargs)])[0]
+
+
+def pack_calls(fn: Callable[..., Any], calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[bytes]:
+    """`pack_call` for many calls, with one look at the signature and the loaded modules for all of them."""
     try:
-        bound = inspect.signature(fn).bind(*args, **kwargs)
-    except (TypeError, ValueError) as e:
-        if isinstance(e, TypeError):
-            raise TypeError(f"{getattr(fn, '__qualname__', fn)}(): {e}") from None
-        bound = None
+        signature: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):
+        signature = None
+    with _by_value(_loaded_local_modules()):
+        return [_pack(fn, signature, args, kwargs) for args, kwargs in calls]
+
+
+def _pack(
+    fn: Callable[..., Any], signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bytes:
     try:
-        data = _dumps_by_value((args, kwargs))
+        bound = signature.bind(*args, **kwargs) if signature is not None else None
+    except TypeError as e:
+        raise TypeError(f"{getattr(fn, '__qualname__', fn)}(): {e}") from None
+    try:
+        data: bytes = cloudpickle.dumps((args, kwargs))
     except Exception as e:
         items = bound.arguments.items() if bound is not None else enumerate([*args, *kwargs.values()])
         for name, value in items:

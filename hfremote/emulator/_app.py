@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _api_buckets, _api_jobs
-from ._faults import FaultMiddleware, FaultRule
+from ._faults import INTERNAL, FaultMiddleware, FaultRule
 from ._util import HTTPError, bad_request, json_object
 
 if TYPE_CHECKING:
@@ -41,13 +41,17 @@ class FrontDoor:
             return
         path: str = scope["path"]
         status = 0
+        # The emulator's own CAS uploads (turning files jobs wrote into xorbs) are not a client's requests.
+        internal = self.ctx.internal_headers(scope["headers"])
+        scope[INTERNAL] = internal
 
         async def stamped_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 # Recorded as the answer starts, so a client that has its response sees it counted.
-                self.ctx.record(scope["method"], path, status)
+                if not internal:
+                    self.ctx.record(scope["method"], path, status)
                 # One Date header, from the emulator clock: no-follow log reads compare it with
                 # log timestamps, and a duplicated or naive Date crashes the client.
                 date = format_datetime(self.ctx.clock.now(), usegmt=True).encode()
@@ -72,7 +76,7 @@ class FrontDoor:
         try:
             await self.app(scope, receive, stamped_send)
         finally:
-            if status == 0:  # the connection ended before any answer
+            if status == 0 and not internal:  # the connection ended before any answer
                 self.ctx.record(scope["method"], path, 0)
 
 

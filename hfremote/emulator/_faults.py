@@ -22,6 +22,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 KINDS = ("429", "500", "502", "503", "504", "drop", "kill")
+INTERNAL = "hfremote.internal"  # ASGI scope key: a request the emulator sent itself, never faulted
 _METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH")
 
 
@@ -125,7 +126,7 @@ class FaultMiddleware:
                 server_log.addFilter(_QuietDrops())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
+        if scope["type"] != "http" or scope["path"].startswith("/_emulator") or scope.get(INTERNAL):
             await self.app(scope, receive, send)
             return
         rule = self.faults.match(scope["method"], scope["path"], tuple(k for k in KINDS if k != "kill"))

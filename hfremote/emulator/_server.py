@@ -26,7 +26,7 @@ from ._runtime import Runtime
 from ._scheduler import Schedules
 from ._store import Store
 from ._util import Clock, iso
-from ._xet import XetStorage, upload
+from ._xet import INTERNAL_HEADER, XetStorage, upload
 
 DEFAULT_USER = "emulator-user"
 
@@ -51,6 +51,7 @@ class Context:
         self.store.set_meta("instance", self.instance)
         self.clock = Clock(float(self.store.meta("clock_offset", "0") or 0))
         self.storage = XetStorage(state_dir / "xet", self.store)
+        self.storage.ingest = self.ingest
         self.logs = LogBook(state_dir / "logs", self.clock)
         self.endpoint = ""
         self.runtime = Runtime(
@@ -77,16 +78,28 @@ class Context:
         expected = f"Bearer {self.token}".encode()
         return any(k == b"authorization" and secrets.compare_digest(v, expected) for k, v in headers)
 
+    def internal_headers(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether a request is the emulator's own (see `_xet.upload`)."""
+        from ._api_buckets import xet_token
+
+        expected = xet_token(self).encode()
+        name = INTERNAL_HEADER.encode()
+        return any(k == name and secrets.compare_digest(v, expected) for k, v in headers)
+
     def authorized(self, request: Request) -> bool:
         return secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {self.token}")
 
-    def publish(self, bucket_id: str, add: list[tuple[Path, str]], delete: list[str]) -> None:
-        """Store local files into a bucket (job volumes syncing back) through our own CAS routes."""
+    def ingest(self, paths: list[Path]) -> list[tuple[str, int]]:
+        """Upload local files into our CAS through our own routes, as a client's upload would."""
         from ._api_buckets import xet_token
 
-        uploaded = upload(f"{self.endpoint}/cas/{self.instance}", xet_token(self), [local for local, _ in add])
+        return upload(f"{self.endpoint}/cas/{self.instance}", xet_token(self), paths)
+
+    def publish(self, bucket_id: str, add: list[tuple[Path, str]], delete: list[str]) -> None:
+        """Store local files into a bucket (job volumes syncing back)."""
         now = iso(self.clock.now())
-        for (local, path), (xet_hash, size) in zip(add, uploaded, strict=True):
+        for local, path in add:
+            xet_hash, size = self.storage.put_whole(local)
             self.store.put_file(bucket_id, path, xet_hash, size, int(local.stat().st_mtime * 1000), now, None)
         for path in delete:
             self.store.delete_file(bucket_id, path)

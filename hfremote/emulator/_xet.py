@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import struct
 import threading
 import time
@@ -81,11 +82,14 @@ def decode_chunk(scheme: int, payload: bytes) -> bytes:
 class XetStorage:
     def __init__(self, root: Path, store: Store) -> None:
         self.root = root
-        (root / "xorbs").mkdir(parents=True, exist_ok=True)
-        (root / "shards").mkdir(parents=True, exist_ok=True)
+        for sub in ("xorbs", "shards", "whole"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
         self._store = store
         self._offsets: dict[str, tuple[list[int], list[int], list[int]]] = {}
         self._lock = threading.Lock()
+        self._ingesting = threading.Lock()
+        # Uploads whole files through our own CAS routes (set by the emulator once it has an address).
+        self.ingest: Callable[[list[Path]], list[tuple[str, int]]] | None = None
 
     def _xorb_path(self, xorb: str) -> Path:
         if not _is_hex_hash(xorb):
@@ -119,6 +123,41 @@ class XetStorage:
         self._store.put_xet_files(files)
         return len(files)
 
+    # -- files the emulator stores itself ---------------------------------------------------------
+    def put_whole(self, path: Path) -> tuple[str, int]:
+        """Store a file a job wrote: its Xet hash and size, the bytes kept whole.
+
+        Chunking it into xorbs through hf_xet costs ~10 ms even for a small result file, and would
+        delay the job's end; plain GETs and volume copies read whole files anyway. So the file becomes
+        xorbs and a shard only when a Xet reader first asks for its reconstruction (`_ingest`).
+        """
+        from hf_xet import hash_files
+
+        tmp = self.root / "whole" / f".{os.getpid()}.{threading.get_ident()}.tmp"
+        shutil.copyfile(path, tmp)  # hash the copy: what is stored is exactly what was hashed
+        info = hash_files([str(tmp)])[0]
+        os.replace(tmp, self.root / "whole" / info.hash)
+        return info.hash, info.file_size
+
+    def _whole(self, file_hash: str) -> Path | None:
+        path = self.root / "whole" / file_hash
+        return path if _is_hex_hash(file_hash) and path.exists() else None
+
+    def _segments(self, file_hash: str) -> list[list[Any]]:
+        """A file's xorb segments, ingesting a whole file first if that is all there is."""
+        segments = self._store.xet_file(file_hash)
+        if segments is None and (whole := self._whole(file_hash)) is not None and self.ingest is not None:
+            with self._ingesting:
+                segments = self._store.xet_file(file_hash)
+                if segments is None:
+                    (uploaded, _), *_ = self.ingest([whole])
+                    if uploaded != file_hash:
+                        raise HTTPError(500, f"stored {file_hash} but hf_xet hashed its bytes as {uploaded}")
+                    segments = self._store.xet_file(file_hash)
+        if segments is None:
+            raise HTTPError(404, f"unknown file {file_hash}")
+        return segments
+
     # -- download --------------------------------------------------------------------------------
     @staticmethod
     def _walk(data: bytes) -> tuple[list[int], list[int], list[int]]:
@@ -147,15 +186,16 @@ class XetStorage:
         return info
 
     def file_size(self, file_hash: str) -> int | None:
-        return self._store.xet_size(file_hash)
+        size = self._store.xet_size(file_hash)
+        if size is None and (whole := self._whole(file_hash)) is not None:
+            size = whole.stat().st_size
+        return size
 
     def reconstruction(
         self, file_hash: str, range_header: str | None, fetch_url: str, sign: Callable[[str], str]
     ) -> dict[str, Any]:
         """The v1 reconstruction answer for the requested byte range (hf_xet always sends one)."""
-        segments = self._store.xet_file(file_hash)
-        if segments is None:
-            raise HTTPError(404, f"unknown file {file_hash}")
+        segments = self._segments(file_hash)
         total = sum(seg[3] for seg in segments)
         first, last = parse_range(range_header, total)
         terms: list[dict[str, Any]] = []
@@ -198,9 +238,13 @@ class XetStorage:
 
     def write_file(self, file_hash: str, out: BinaryIO, first: int = 0, last: int | None = None) -> int:
         """Decode a stored file's bytes [first, last] into `out`; returns the number of bytes written."""
-        segments = self._store.xet_file(file_hash)
-        if segments is None:
-            raise HTTPError(404, f"unknown file {file_hash}")
+        if (whole := self._whole(file_hash)) is not None:
+            with whole.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                last = size - 1 if last is None else min(last, size - 1)
+                f.seek(first)
+                return out.write(f.read(max(0, last - first + 1)))
+        segments = self._segments(file_hash)
         last = sum(seg[3] for seg in segments) - 1 if last is None else last
         pos = written = 0
         for xorb, start, end, unpacked in segments:
@@ -226,20 +270,34 @@ _SESSION: list[Any] = []
 _SESSION_LOCK = threading.Lock()
 
 
+INTERNAL_HEADER = "x-hfremote-emulator-internal"
+
+
 def upload(cas_url: str, token: str, paths: list[Path]) -> list[tuple[str, int]]:
     """Upload local files to a CAS with the real hf_xet client; returns (xet hash, size) per file.
 
-    The emulator stores files that jobs write this way, so they are chunked, hashed and laid out
-    exactly as a user's upload would be.
+    The emulator turns the files that jobs write into xorbs this way, so they are chunked, hashed and
+    laid out exactly as a user's upload would be. Its requests carry INTERNAL_HEADER (with the CAS
+    token as value): they are the emulator's own, neither counted as a client's nor subject to faults.
     """
-    from hf_xet import SKIP_SHA256, XetSession
+    from hf_xet import SKIP_SHA256, XetConfig, XetSession
 
     with _SESSION_LOCK:
         if not _SESSION:
-            _SESSION.append(XetSession())
+            # Straight to what the emulator serves (no global dedup queries, v1 shards) and no telemetry.
+            config = XetConfig().with_config(
+                {
+                    "deduplication.global_dedup_query_enabled": False,
+                    "client.shard_api_version": 1,
+                    "telemetry.enabled": False,
+                }
+            )
+            _SESSION.append(XetSession(config))
         session = _SESSION[0]
     expiry = int(time.time()) + 3600
-    with session.new_upload_commit(endpoint=cas_url, token=token, token_expiry_unix_secs=expiry) as commit:
+    with session.new_upload_commit(
+        endpoint=cas_url, token=token, token_expiry_unix_secs=expiry, custom_headers={INTERNAL_HEADER: token}
+    ) as commit:
         handles = [commit.start_upload_file(str(path), sha256=SKIP_SHA256) for path in paths]
     results = [handle.result().xet_info for handle in handles]
     return [(info.hash, info.file_size) for info in results]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import textwrap
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import psutil
 from helpers import poll, wait_stage
-from huggingface_hub import HfApi, JobHardware, JobInfo
+from huggingface_hub import HfApi, JobHardware, JobInfo, Volume
 
 from hfremote.emulator import Emulator
 
@@ -151,6 +152,32 @@ def test_run_uv_job_local_script_writes_to_bucket(api: HfApi, ns: str, tmp_path:
         f"{ns}/jobs-artifacts", [(f"{subfolder}/out.txt", str(dest))], raise_on_missing_files=True
     )
     assert dest.read_text() == "written by the job\n"
+
+
+def test_files_a_job_wrote_are_served_whole_and_through_xet(
+    api: HfApi, ns: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    bucket = f"{ns}/written"
+    api.create_bucket(bucket, exist_ok=True)
+    # 300 kB that do not compress: several Xet chunks once the emulator turns the file into xorbs.
+    code = "import random, sys; open(sys.argv[1], 'wb').write(random.Random(7).randbytes(300_000))"
+    volume = Volume(type="bucket", source=bucket, mount_path="/data")
+    job = api.run_job(image=IMAGE, command=["python", "-c", code, "/data/out.bin"], volumes=[volume], namespace=ns)
+    assert wait_stage(api, job.id, ns, timeout=60).status.stage == "COMPLETED"
+    expected = random.Random(7).randbytes(300_000)
+    since = len(emulator.requests())
+    assert raw_get(emulator, f"/buckets/{bucket}/resolve/out.bin").content == expected
+    # The emulator's own uploads (the file into xorbs, for the first Xet reader) are neither faulted
+    # nor logged as a client's requests.
+    rule = emulator.faults.add("503 POST /cas/*")
+    for name in ("first", "second"):
+        dest = tmp_path / name
+        api.download_bucket_files(bucket, [("out.bin", str(dest))], raise_on_missing_files=True)
+        assert dest.read_bytes() == expected
+    assert rule.fired == 0
+    assert not [p for _, m, p, _ in emulator.requests()[since:] if m == "POST" and p.startswith("/cas/")]
+    (info,) = api.get_bucket_paths_info(bucket, ["out.bin"])
+    assert info.size == len(expected)
 
 
 # -- 3. logs: replay, follow, tail ------------------------------------------------------------------

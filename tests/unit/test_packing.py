@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
+import pickle
 import re
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 import hfremote
 import hfremote._packing as packing
 from hfremote import OptionsError, PicklingError
+from hfremote._entry import read_results
 from hfremote._options import LOCAL_PYTHON
 from hfremote._packing import Scan, check_function, pack_call, pack_function, pinned_dependencies, render_entry
 
@@ -303,7 +305,7 @@ def run_entry(folder: Path, *calls: str) -> subprocess.CompletedProcess[str]:
 
 def result(folder: Path, call: str) -> dict[str, Any]:
     """The payload of input `call`, from the result file of the chunk of the same number."""
-    chunk: dict[int, bytes] = cloudpickle.loads((folder / "results" / f"{call}.pkl").read_bytes())
+    chunk, _ = read_results((folder / "results" / f"{call}.pkl").read_bytes())
     assert list(chunk) == [int(call)]
     payload: dict[str, Any] = cloudpickle.loads(chunk[int(call)])
     return payload
@@ -387,3 +389,36 @@ def test_entry_runs_a_function_that_imports_a_local_module_in_its_body(
     run = make_run(tmp_path / "run", module.fn, [((6,), {})])
     done = run_entry(run, "0")
     assert result(run, "0") == {"ok": True, "value": 42}, done.stderr
+
+
+def test_entry_appends_one_record_per_input_and_a_rerun_keeps_them(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", twice, [])
+    calls = [(i, pack_call(twice, (i,), {})) for i in range(5)]
+    (run / "inputs" / "c.pkl").write_bytes(cloudpickle.dumps(calls))
+    # What a killed first attempt leaves: inputs 0 and 1 done, input 2 cut short while being written.
+    kept = cloudpickle.dumps({"ok": True, "value": "from the first attempt"})
+    records = [pickle.dumps((i, kept)) for i in (0, 1)]
+    (run / "results").mkdir()
+    (run / "results" / "c.pkl").write_bytes(b"".join(records) + pickle.dumps((2, kept))[:-3])
+    done = run_entry(run, "c")
+    assert done.returncode == 0, done.stderr
+    data = (run / "results" / "c.pkl").read_bytes()
+    outcomes, good = read_results(data)
+    assert good == len(data)  # the cut record is gone: nothing hides the records after it
+    assert {i: cloudpickle.loads(p)["value"] for i, p in outcomes.items()} == {
+        0: "from the first attempt",
+        1: "from the first attempt",
+        2: {"value": 4},
+        3: {"value": 6},
+        4: {"value": 8},
+    }
+
+
+def test_results_reader_takes_the_last_record_of_an_input_and_stops_at_a_cut(tmp_path: Path) -> None:
+    data = pickle.dumps((0, b"a")) + pickle.dumps((1, b"b")) + pickle.dumps((0, b"c"))
+    assert read_results(data) == ({0: b"c", 1: b"b"}, len(data))
+    cut = data + pickle.dumps((2, b"d"))[:5]
+    assert read_results(cut) == ({0: b"c", 1: b"b"}, len(data))
+    assert read_results(b"") == ({}, 0)
+    old = cloudpickle.dumps({3: b"x", 4: b"y"})  # a result file written by hfremote 0.1
+    assert read_results(old) == ({3: b"x", 4: b"y"}, len(old))
