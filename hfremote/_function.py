@@ -158,7 +158,7 @@ class RemoteFunction(Generic[P, R]):
         prepared = Prepared(current_hub(), self._fn, settings)
         total = length_of(iterables)
         if max_cost_usd is not None and total is not None:
-            cost = self.map_cost(total, chunksize=chunksize, **options)
+            cost = self.map_cost(total, chunksize=chunksize, retries=retries, **options)
             if cost.worst_case_usd > max_cost_usd:
                 raise OptionsError(
                     f"this map could cost up to ${cost.worst_case_usd:.2f} ({cost}), over "
@@ -180,11 +180,13 @@ class RemoteFunction(Generic[P, R]):
         )
         return run.__iter__()
 
-    def map_cost(self, inputs: int | Sized, chunksize: int = 1, **options: Any) -> CostEstimate:
-        """The worst case of a map before launching it: jobs x timeout x the flavor's price.
+    def map_cost(self, inputs: int | Sized, chunksize: int = 1, retries: int = 0, **options: Any) -> CostEstimate:
+        """The worst case of a map before launching it: jobs x timeout x the flavor's price, counting the
+        platform's attempts and the map's `retries` (every input failing every time).
 
         `inputs` is the number of inputs, or a sized collection of them (a generator would be used up).
         """
+        check_map_arguments(chunksize, 1, retries, "none")
         settings = build(self._options, **options) if options else self._options
         if not isinstance(inputs, int) and not hasattr(inputs, "__len__"):
             raise TypeError("map_cost() takes the number of inputs or a sized collection such as a list")
@@ -192,7 +194,7 @@ class RemoteFunction(Generic[P, R]):
         hub = current_hub()
         hub.check_flavor(settings.flavor)
         price = hub.hardware()[settings.flavor]["price_per_minute"]
-        return estimate(price, settings.flavor, settings.timeout, count, chunksize)
+        return estimate(price, settings, count, chunksize, retries)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the call as a job and wait for it, printing its log lines to stderr."""

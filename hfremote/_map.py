@@ -6,26 +6,30 @@
         ──► values yielded in input order (or as they complete)
 
 Memory stays flat: inputs are read only as far as the window needs, and results wait for their turn
-only within the window. A failure (after `retries`) cancels every unfinished job of the map and
-raises the function's own exception, unless `return_exceptions`.
+only within the window. A failure (after `retries`) cancels every unfinished job of the map at once,
+yields the results before it that had finished (in input order when ordered) and raises the
+function's own exception, unless `return_exceptions`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import threading
 import time
 from collections.abc import Generator, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Any
 
+from huggingface_hub import JobInfo
+
 from ._future import TERMINAL, ChunkFuture, watch
 from ._options import Options
 from ._packing import pack_calls
-from .errors import OptionsError
+from .errors import OptionsError, RemoteTraceback
 
 LOG_MODES = ("errors", "all", "none")
 _CREATE_THREADS = 8
@@ -33,26 +37,32 @@ _CREATE_THREADS = 8
 
 @dataclass(frozen=True)
 class CostEstimate:
-    """What a map may cost at worst: every job running until its timeout."""
+    """What a map may cost at worst: every job running until its timeout, every try of it, every retry."""
 
-    jobs: int
+    jobs: int  # the map's jobs, before any retry
     flavor: str
     price_per_hour: float
     timeout_seconds: int
+    retries: int = 0  # rounds of the map's retries of failed inputs: each runs at most `jobs` more jobs
+    attempts: int = 1  # the platform's tries of each job
 
     @property
     def worst_case_usd(self) -> float:
-        return round(self.jobs * self.timeout_seconds / 3600 * self.price_per_hour, 4)
+        runs = self.jobs * (1 + self.retries) * self.attempts
+        return round(runs * self.timeout_seconds / 3600 * self.price_per_hour, 4)
 
     def __str__(self) -> str:
+        more = f" (+ up to {self.jobs * self.retries} for retries)" if self.retries else ""
+        tries = f", {self.attempts} attempts each" if self.attempts > 1 else ""
         return (
-            f"{self.jobs} jobs on {self.flavor} at ${self.price_per_hour:.2f}/h, at most "
-            f"{self.timeout_seconds}s each: at most ${self.worst_case_usd:.2f}"
+            f"{self.jobs} jobs{more} on {self.flavor} at ${self.price_per_hour:.2f}/h, at most "
+            f"{self.timeout_seconds}s each{tries}: at most ${self.worst_case_usd:.2f}"
         )
 
 
-def estimate(price_per_minute: float, flavor: str, timeout: int, inputs: int, chunksize: int) -> CostEstimate:
-    return CostEstimate(-(-inputs // chunksize), flavor, price_per_minute * 60, timeout)
+def estimate(price_per_minute: float, options: Options, inputs: int, chunksize: int, retries: int) -> CostEstimate:
+    jobs = -(-inputs // chunksize)
+    return CostEstimate(jobs, options.flavor, price_per_minute * 60, options.timeout, retries, options.attempts)
 
 
 def check_map_arguments(chunksize: int, max_parallel: int, retries: int, logs: str) -> None:
@@ -87,7 +97,7 @@ class MapRun:
         self.total, self.max_cost_usd = total, max_cost_usd
         options: Options = prepared.options
         self._price = prepared.hub.hardware()[options.flavor]["price_per_minute"]
-        self._job_worst = options.timeout / 60 * self._price
+        self._job_worst = options.timeout / 60 * self._price * options.attempts
         # Chunks uploaded ahead of their jobs: enough to fill every slot, about 4096 inputs at most beyond that.
         self._window = max(max_parallel, min(2 * max_parallel, -(-4096 // chunksize)), 1)
         self._counter = itertools.count()
@@ -98,6 +108,7 @@ class MapRun:
         self._retry: list[tuple[int, bytes]] = []
         self._tries: dict[int, int] = {}
         self._done: dict[int, tuple[bool, Any]] = {}  # finished, not yet yielded
+        self._error: BaseException | None = None  # the failure that ends the map (without return_exceptions)
         self._next_yield = 0
         self._jobs = self._failed = self._finished = 0
         self._cost_done = 0.0
@@ -116,6 +127,8 @@ class MapRun:
                     break
                 self._collect()
                 yield from self._ready()
+                if self._error is not None:  # after the results that come before it
+                    raise self._error
             deadline = time.monotonic() + 10.0  # every job has ended: print their last followed lines first
             for thread in self._log_threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -180,30 +193,42 @@ class MapRun:
                 self._uploaded.extend(named)
         batch, self._uploaded = self._uploaded[:room], self._uploaded[room:]
         if batch:
-            with ThreadPoolExecutor(min(_CREATE_THREADS, len(batch)), thread_name_prefix="hfremote-create") as pool:
-                creations = [pool.submit(self.prepared.create, chunk) for chunk, _ in batch]
-            failures = [error for c in creations if (error := c.exception()) is not None]
-            for (chunk, calls), creation in zip(batch, creations, strict=True):
-                if creation.exception() is not None:
-                    continue
-                info = creation.result()
-                future = ChunkFuture(
-                    self.prepared.hub,
-                    self.prepared.namespace,
-                    info,
-                    self.prepared.run_id,
-                    chunk,
-                    self.prepared.name,
-                    [index for index, _ in calls],
-                )
-                watch(future)
-                self._running[future] = calls
-                self._jobs += 1
-                if self.logs == "all":
-                    self._follow_logs(future)
+            pool = ThreadPoolExecutor(min(_CREATE_THREADS, len(batch)), thread_name_prefix="hfremote-create")
+            creations = [pool.submit(self.prepared.create, chunk) for chunk, _ in batch]
+            pool.shutdown(wait=False)
+            try:
+                wait_futures(creations)  # (a thread's join() that Ctrl-C interrupts may not be waited on again)
+            except BaseException:  # Ctrl-C: the jobs being created will exist; track them so they get cancelled
+                with contextlib.suppress(BaseException):
+                    wait_futures(creations)
+                self._track(batch, creations)
+                raise
+            self._track(batch, creations)
+            failures = [error for c in creations if c.done() and (error := c.exception()) is not None]
             if failures:  # the jobs that were created are tracked, so the map's clean-up cancels them
                 raise failures[0]
             self._refresh_bar()
+
+    def _track(self, batch: list[tuple[str, list[tuple[int, bytes]]]], creations: list[Future[JobInfo]]) -> None:
+        """Watch the jobs that were created."""
+        for (chunk, calls), creation in zip(batch, creations, strict=True):
+            if not creation.done() or creation.exception() is not None:
+                continue
+            info = creation.result()
+            future = ChunkFuture(
+                self.prepared.hub,
+                self.prepared.namespace,
+                info,
+                self.prepared.run_id,
+                chunk,
+                self.prepared.name,
+                [index for index, _ in calls],
+            )
+            watch(future)
+            self._running[future] = calls
+            self._jobs += 1
+            if self.logs == "all":
+                self._follow_logs(future)
 
     def _check_cost(self, new_jobs: int) -> None:
         if self.max_cost_usd is None:
@@ -220,6 +245,7 @@ class MapRun:
         finished, _ = wait_futures(list(self._running), timeout=0.5, return_when=FIRST_COMPLETED)
         self._refresh_bar()
         done = [f for f in self._running if f in finished]  # typed as ChunkFutures, in launch order
+        failures: dict[int, BaseException] = {}
         for future in done:
             calls = self._running.pop(future)
             self._cost_done += future.cost or 0.0
@@ -242,9 +268,12 @@ class MapRun:
                     if self.logs != "none":
                         self._print_failure(index, future, value)
                     if not self.return_exceptions:
-                        self._cancel_all()
-                        raise value
+                        failures.setdefault(index, value)
+                        continue
                 self._done[index] = (ok, value)
+        if failures:  # money first: stop every job now; what finished before the failure is still yielded
+            self._cancel_all()
+            self._error = failures[min(failures)]
         self._refresh_bar()
 
     def _cancel_all(self) -> int:
@@ -259,6 +288,9 @@ class MapRun:
     # -- observability ---------------------------------------------------------------------------
     def _print_failure(self, index: int, future: ChunkFuture, error: BaseException) -> None:
         lines = getattr(error, "log_tail", None)
+        cause = error.__cause__
+        if lines is None and len(future.indexes) > 1 and isinstance(cause, RemoteTraceback):
+            lines = cause.text.splitlines()  # the job's log mixes the chunk's inputs: this one's own traceback
         if lines is None:
             try:
                 lines = list(future.logs())[-20:]

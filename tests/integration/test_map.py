@@ -315,6 +315,25 @@ def test_first_failure_cancels_the_rest(wide: Emulator) -> None:
     assert sorted(final) == ["CANCELED"] * 5 + ["ERROR"]
 
 
+def test_a_failure_comes_after_the_results_before_it(wide: Emulator) -> None:
+    @remote(timeout=120)
+    def third_fails(x: int) -> int:
+        import time
+
+        if x == 3:
+            raise MyError("three", code=3)
+        if x >= 4:
+            time.sleep(60)  # the second chunk is still running when the first one's failure is seen
+        return x
+
+    got: list[int] = []
+    with pytest.raises(MyError, match="three"):
+        for value in third_fails.map(range(8), chunksize=4, max_parallel=2, logs="none"):
+            got.append(value)
+    assert got == [0, 1, 2]  # finished before the failure, in order; the map stopped there
+    assert sorted(settled(wide, "third_fails")) == ["CANCELED", "ERROR"]
+
+
 def test_input_iterator_error_stops_the_map(remote_emulator: Emulator) -> None:
     def three_then_boom() -> Iterator[int]:
         yield from (1, 2, 3)
@@ -423,6 +442,34 @@ def test_ctrl_c_cancels_the_maps_jobs(wide: Emulator, tmp_path: Path) -> None:
     assert settled(wide, "sixty") == ["CANCELED"] * 3
 
 
+def test_ctrl_c_while_a_job_is_being_created_cancels_it_too(wide: Emulator, tmp_path: Path) -> None:
+    # One creation is answered 429 "retry in 3 s": Ctrl-C comes while it waits, and the job it then
+    # creates must be cancelled with the others, not left running.
+    rule = wide.faults.add(f"429 POST /api/jobs/{wide.user} count=1 retry-after=3")
+    script = tmp_path / "ctrl_c_map.py"
+    script.write_text(CTRL_C_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=subprocess_env(wide, tmp_path / "hf-home"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stderr = Lines(proc.stderr)  # type: ignore[arg-type]
+        poll(lambda: rule.fired == 1 and len(map_jobs(wide, "sixty")) == 2, DEADLINE, what="a creation to wait")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=DEADLINE)
+        text = stderr.rest()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert "cancelled 3 unfinished job(s)" in text, text
+    assert settled(wide, "sixty") == ["CANCELED"] * 3
+
+
 # -- 11. logs and progress -------------------------------------------------------------------------------
 
 
@@ -443,6 +490,25 @@ def test_logs_errors_prints_the_failed_inputs_lines(
     assert "[input 2] hello from 2" in err, err
     assert "MyError" in err
     assert "[input 0]" not in err and "[input 1]" not in err and "[input 3]" not in err
+
+
+def test_logs_errors_in_a_chunk_prints_that_inputs_traceback(
+    remote_emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @remote(timeout=60)
+    def chunked(x: int) -> int:
+        print(f"hello from {x}", flush=True)
+        if x == 2:
+            raise MyError("two", code=2)
+        return x
+
+    got = list(chunked.map(range(4), chunksize=4, return_exceptions=True, logs="errors", progress=False))
+    assert isinstance(got[2], MyError)
+    err = capsys.readouterr().err
+    assert "[input 2] failed (MyError: two (code 2))" in err, err
+    assert "[input 2] Traceback (most recent call last):" in err, err
+    assert "in chunked" in err, err
+    assert "hello from" not in err  # the job's log has every input's lines: not shown as this input's
 
 
 def test_logs_all_prefixes_every_line(remote_emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
@@ -490,6 +556,13 @@ def test_map_cost(remote_emulator: Emulator, api: HfApi) -> None:
     assert cost.flavor == flavor
     assert cost.worst_case_usd == pytest.approx(10 * 600 / 3600 * 60 * per_minute, abs=1e-4)
     assert work.map_cost(range(101), chunksize=10).jobs == 11
+    # Every input failing every time: each retry round runs as many jobs again, each job every attempt.
+    retried = work.options(attempts=2).map_cost(100, chunksize=10, retries=2)
+    assert (retried.jobs, retried.retries, retried.attempts) == (10, 2, 2)
+    assert retried.worst_case_usd == pytest.approx(cost.worst_case_usd * 3 * 2, abs=1e-4)
+    assert "+ up to 20 for retries" in str(retried) and "2 attempts each" in str(retried)
+    with pytest.raises(hfremote.OptionsError, match="chunksize"):
+        work.map_cost(10, chunksize=0)
 
 
 def test_max_cost_on_a_sized_input_refuses_before_any_job(remote_emulator: Emulator) -> None:
