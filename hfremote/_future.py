@@ -1,6 +1,7 @@
 """RemoteFuture, and the watcher thread that completes futures when their jobs end.
 
-    submit ──► RemoteFuture (PENDING) ──► Watcher: one list request per tick per run (by label)
+    submit ──► RemoteFuture (PENDING) ──► Watcher: one list request per tick per run (by label);
+                                             │ the log streams of a few running jobs, which end with them
                                              │ a job reached a terminal stage
                                              ▼
                            download results/<call>.pkl from the run folder
@@ -38,6 +39,9 @@ TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
 ACTIVE = ("SCHEDULING", "RUNNING")
 RUN_LABEL, CALL_LABEL, FUNCTION_LABEL = "hfremote-run", "hfremote-call", "hfremote-function"
 _LOG_TAIL = 20
+# Log streams held open at once, each ending when its job does: the watcher learns of those ends at
+# once instead of at its next tick (seconds apart on the Hub). Polling still sees every end.
+_MAX_END_STREAMS = 8
 
 
 class RemoteError(HFRemoteError):
@@ -58,6 +62,7 @@ class RemoteFuture(Future[R], Generic[R]):
         self._hub, self.namespace, self._info = hub, namespace, info
         self.run_id, self.call, self.name = run_id, call, name or info.id
         self.index = index  # the input this future stands for (None when re-attached: the job's only one)
+        self._followed = False
         self.folder = f"runs/{run_id}"  # the run folder in the bucket
 
     # -- the job ---------------------------------------------------------------------------------
@@ -112,6 +117,7 @@ class RemoteFuture(Future[R], Generic[R]):
         if not follow:
             yield from self._all_logs()
             return
+        self._followed = True  # the watcher need not open a stream of its own for this job's end
         failures = 0
         while True:
             index = 0
@@ -287,6 +293,7 @@ class Watcher:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="hfremote-results")
+        self._end_streams: set[str] = set()  # jobs whose log stream a thread follows to its end
 
     def watch(self, future: RemoteFuture[Any]) -> None:
         with self._lock:
@@ -346,8 +353,11 @@ class Watcher:
         with self._lock:
             futures = {job_id: list(watching) for job_id, watching in run.futures.items()}
         for info in active:
-            for future in futures.pop(info.id, []):
+            for future in futures.get(info.id, []):
                 future._info = info
+        self._stream_ends(run, [info.id for info in active if info.status.stage == "RUNNING" and info.id in futures])
+        for info in active:
+            futures.pop(info.id, None)
         if not futures:
             return
         # What is left has finished: fetch each final state once (one listing when many finished at once).
@@ -360,13 +370,46 @@ class Watcher:
         except BackendError as e:
             log.warning("hfremote: could not read the finished jobs of run %s: %s", run.run_id, e)
             return
-        for job_id, watching in futures.items():
+        for job_id in futures:
             final = finished.get(job_id)
             if final is not None and final.status.stage in TERMINAL:
-                for future in watching:
-                    future._info = final
-                    self.forget(future)
-                    self._pool.submit(future._finish, final)
+                self._complete(run, job_id, final)
+
+    def _complete(self, run: _Run, job_id: str, final: JobInfo) -> None:
+        """Complete the futures of a job that has ended (once: the tick and an end stream may both see it)."""
+        with self._lock:
+            watching = run.futures.pop(job_id, [])
+        for future in watching:
+            future._info = final
+            self._pool.submit(future._finish, final)
+
+    def _stream_ends(self, run: _Run, running: list[str]) -> None:
+        """Follow the log streams of running jobs (a few at a time) to learn the moment they end."""
+        for job_id in running:
+            with self._lock:
+                if len(self._end_streams) >= _MAX_END_STREAMS:
+                    return
+                watching = run.futures.get(job_id, [])
+                if job_id in self._end_streams or not watching or any(f._followed for f in watching):
+                    continue
+                self._end_streams.add(job_id)
+            threading.Thread(
+                target=self._await_end, args=(run, job_id), name=f"hfremote-end-{job_id}", daemon=True
+            ).start()
+
+    def _await_end(self, run: _Run, job_id: str) -> None:
+        try:
+            for _ in run.hub.log_stream(run.namespace, job_id, True, tail=1):
+                pass  # only the end matters: the stream ends with the job
+            final = run.hub.inspect(run.namespace, job_id)
+            if final.status.stage in TERMINAL:
+                self._complete(run, job_id, final)
+        except Exception:  # a courtesy: the watcher's polling sees the end anyway
+            pass
+        finally:
+            with self._lock:
+                self._end_streams.discard(job_id)
+            self._wake.set()
 
 
 _WATCHER: list[Watcher] = []

@@ -232,8 +232,8 @@ class Hub:
     def cancel(self, namespace: str, job_id: str) -> None:
         self.call(f"cancelling job {job_id}", lambda: self.api.cancel_job(job_id=job_id, namespace=namespace))
 
-    def log_stream(self, namespace: str, job_id: str, follow: bool) -> Iterator[str]:
-        return iter(self.api.fetch_job_logs(job_id=job_id, namespace=namespace, follow=follow))
+    def log_stream(self, namespace: str, job_id: str, follow: bool, tail: int | None = None) -> Iterator[str]:
+        return iter(self.api.fetch_job_logs(job_id=job_id, namespace=namespace, follow=follow, tail=tail))
 
     def metrics(self, namespace: str, job_id: str) -> dict[str, Any] | None:
         samples = self.call(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from ._server import Context
 
 _KEEPALIVE_SECONDS = 15.0
-_POLL_SECONDS = 0.05
+_RECHECK_SECONDS = 0.5  # how often a following log stream re-reads the stage with no news
 
 
 def ctx_of(request: Request) -> Context:
@@ -197,30 +198,33 @@ async def job_logs(request: Request) -> Response:
         raise bad_request(f"Invalid tail {tail_param!r}: expected an integer") from None
 
     async def stream() -> AsyncIterator[str]:
-        events, offset = ctx.logs.read(job_id)
-        if tail is not None:
-            events = events[-tail:] if tail > 0 else []
-        for event in events:
-            yield f"data: {event}\n\n"
-        last_beat = time.monotonic()
-        while True:
-            job = ctx.store.job(job_id)
-            # The stage is read before the last lines: the runtime writes every line first, so after
-            # a terminal stage one more read drains the log completely.
-            terminal = job is None or job["status"]["stage"] in TERMINAL
-            events, offset = ctx.logs.read(job_id, offset)
+        changed = ctx.logs.subscribe(job_id)  # before the first read: no line or end can slip between
+        try:
+            events, offset = ctx.logs.read(job_id)
+            if tail is not None:
+                events = events[-tail:] if tail > 0 else []
             for event in events:
                 yield f"data: {event}\n\n"
-            if terminal or ctx.closing:
-                return
-            if time.monotonic() - last_beat > _KEEPALIVE_SECONDS:
-                last_beat = time.monotonic()
-                yield ": keep-alive\n\n"
-            version = ctx.logs.version(job_id)
-            for _ in range(10):  # wake at once on a new line, re-check the stage every 0.5 s
-                await asyncio.sleep(_POLL_SECONDS)
-                if ctx.logs.version(job_id) != version:
-                    break
+            last_beat = time.monotonic()
+            while True:
+                changed.clear()
+                job = ctx.store.job(job_id)
+                # The stage is read before the last lines: the runtime writes every line first, so after
+                # a terminal stage one more read drains the log completely.
+                terminal = job is None or job["status"]["stage"] in TERMINAL
+                events, offset = ctx.logs.read(job_id, offset)
+                for event in events:
+                    yield f"data: {event}\n\n"
+                if terminal or ctx.closing:
+                    return
+                if time.monotonic() - last_beat > _KEEPALIVE_SECONDS:
+                    last_beat = time.monotonic()
+                    yield ": keep-alive\n\n"
+                # Woken at once by a new line or the job's end; the stage is re-checked every 0.5 s anyway.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), _RECHECK_SECONDS)
+        finally:
+            ctx.logs.unsubscribe(job_id, changed)
 
     return _sse_response(stream())
 

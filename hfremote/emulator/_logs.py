@@ -1,11 +1,13 @@
 """Job log lines, appended as the job writes them and replayed whole on every connection.
 
 Each job's log is a JSON-lines file whose lines are exactly the SSE payloads the Hub sends
-(`{"data": ..., "timestamp": ...}`); a per-job counter lets streams wait for new lines cheaply.
+(`{"data": ..., "timestamp": ...}`); following streams are woken by each new line and by the job's end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 from pathlib import Path
@@ -19,7 +21,7 @@ class LogBook:
         root.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
 
     def _path(self, job_id: str) -> Path:
         return self._root / f"{job_id}.jsonl"
@@ -28,16 +30,35 @@ class LogBook:
         line = json.dumps({"data": text, "timestamp": iso(self._clock.now())}, ensure_ascii=False)
         with self._lock, self._path(job_id).open("a", encoding="utf-8") as f:
             f.write(line + "\n")
-            self._counts[job_id] = self._counts.get(job_id, 0) + 1
+
+        self._notify(job_id)
 
     def touch(self, job_id: str) -> None:
         """Wake the streams waiting on this log without writing a line (the job has ended)."""
-        with self._lock:
-            self._counts[job_id] = self._counts.get(job_id, 0) + 1
+        self._notify(job_id)
 
-    def version(self, job_id: str) -> int:
-        """Grows whenever a line is appended; streams poll it instead of re-reading the file."""
-        return self._counts.get(job_id, 0)
+    # Streams run on the server's event loop; lines arrive from job threads.
+    def subscribe(self, job_id: str) -> asyncio.Event:
+        """An event set (on the calling event loop) whenever this log changes."""
+        event = asyncio.Event()
+        with self._lock:
+            self._waiters.setdefault(job_id, []).append((asyncio.get_running_loop(), event))
+        return event
+
+    def unsubscribe(self, job_id: str, event: asyncio.Event) -> None:
+        with self._lock:
+            waiters = [w for w in self._waiters.get(job_id, []) if w[1] is not event]
+            if waiters:
+                self._waiters[job_id] = waiters
+            else:
+                self._waiters.pop(job_id, None)
+
+    def _notify(self, job_id: str) -> None:
+        with self._lock:
+            waiters = list(self._waiters.get(job_id, []))
+        for loop, event in waiters:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(event.set)
 
     def read(self, job_id: str, offset: int = 0) -> tuple[list[str], int]:
         """The SSE payloads written after byte `offset`, and the offset to read from next time."""
