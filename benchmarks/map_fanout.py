@@ -15,7 +15,7 @@ the jobs'. Requests are counted in the emulator's request log between the client
    same for a function busy `--busy-ms` per input (0: skip it).
 
     .venv/bin/python benchmarks/map_fanout.py [--inputs 1000] [--chunksize 50] [--baseline-inputs 1000]
-        [--wall-inputs 200] [--chunksizes 10,50,100,200] [--repeats 3] [--busy-ms 10]
+        [--wall-inputs 200] [--chunksizes 10,50,100,200] [--repeats 9] [--busy-ms 10]
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument(
         "--chunksizes", type=lambda s: [int(v) for v in s.split(",")], default=[10, 50, 100, 200], help="e.g. 10,50"
     )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--busy-ms", type=float, default=10.0, help="also time a function this busy per input")
     parser.add_argument("--child", choices=["map", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
