@@ -13,6 +13,7 @@ COMPLETED always finds the whole log and every file the job wrote.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import re
@@ -61,6 +62,7 @@ class _Running:
     done: threading.Event = field(default_factory=threading.Event)
     sample: dict[str, Any] | None = None
     ps: dict[int, psutil.Process] = field(default_factory=dict)
+    slot_lock: IO[bytes] | None = None
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Runtime:
     ) -> None:
         self._store, self._storage, self._logs, self._clock = store, storage, logs, clock
         self._root = root
+        self._slots = _slots_root()
         self._endpoint = endpoint  # the emulator's own address: jobs reach "the Hub" there
         self._publish = publish  # stores files into a bucket, as an upload through Xet would
         self.max_running = max_running
@@ -195,22 +198,35 @@ class Runtime:
                     self._wake.wait(1.0)
                     continue
                 for job in waiting:
-                    run = self._running[job["id"]] = _Running(job["id"], self._free_slot())
+                    folder, slot_lock = self._free_slot()
+                    run = self._running[job["id"]] = _Running(job["id"], folder, slot_lock=slot_lock)
                     self._update(job["id"], stage="RUNNING", message=None, startedAt=iso(self._clock.now()))
                     threading.Thread(target=self._run, args=(run,), name=f"job-{job['id']}", daemon=True).start()
 
-    def _free_slot(self) -> Path:
-        """A folder for the next job, reused slot by slot.
+    def _free_slot(self) -> tuple[Path, IO[bytes]]:
+        """A folder for the next job, and the lock that keeps it this job's while it runs.
 
         uv keys a script's cached environment on the script's path: jobs that run in the same slot
         reuse it (as long as their requirements match) instead of filling uv's cache with one
-        environment per job.
+        environment per job. Slots live in the user's cache, shared by every emulator on the machine
+        (a file lock each), so a new emulator (a test, a script run with no token) finds them warm:
+        no environment to build and no package index to ask.
         """
         used = {run.folder.name for run in self._running.values()}
-        slot = next(str(i) for i in itertools.count() if str(i) not in used)
-        folder = self._root / "slots" / slot
-        _remove(folder)
-        return folder
+        self._slots.mkdir(parents=True, exist_ok=True)
+        for slot in (str(i) for i in itertools.count()):
+            if slot in used:
+                continue
+            lock = (self._slots / f"{slot}.lock").open("ab")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another emulator's job runs there
+                lock.close()
+                continue
+            folder = self._slots / slot
+            _remove(folder)  # what a job of an emulator that died left
+            return folder, lock
+        raise AssertionError("unreachable")
 
     def _run(self, run: _Running) -> None:
         job = self._store.job(run.job_id)
@@ -236,6 +252,8 @@ class Runtime:
                     stage, message = "ERROR", f"Could not save the job's files to the bucket: {e}"
             self._finish(job, stage, message)
             _remove(run.folder)  # before the slot is free for the next job
+            if run.slot_lock is not None:
+                run.slot_lock.close()  # releases the slot for other emulators
             with self._lock:
                 del self._running[run.job_id]
                 run.done.set()
@@ -461,6 +479,11 @@ class Runtime:
                 link.unlink()
             link.symlink_to(target)
         return path
+
+
+def _slots_root() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "hfremote" / "emulator-slots"
 
 
 def _kill_group(process: subprocess.Popen[bytes], graceful: bool) -> None:

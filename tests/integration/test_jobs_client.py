@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 from helpers import poll, wait_stage
 from huggingface_hub import HfApi, JobHardware, JobInfo, Volume
 
@@ -380,6 +381,40 @@ def test_max_running_queues_jobs(tmp_path: Path) -> None:
         assert running.started_at is not None
         api.cancel_job(job_id=second.id, namespace=ns)
         assert wait_stage(api, second.id, ns).status.stage == "CANCELED"
+
+
+def test_emulators_share_job_folders_one_job_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Job folders ("slots") live in the user's cache, so a new emulator reuses them (and the uv script
+    # environments keyed on their paths); a file lock keeps two emulators' jobs out of each other's.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    slots = tmp_path / "cache" / "hfremote" / "emulator-slots"
+    go = tmp_path / "go"
+    # The job writes its working folder (<slot>/work) to a file, then waits for `go`.
+    code = (
+        "import os, sys, time\n"
+        "open(sys.argv[1], 'w').write(os.getcwd())\n"
+        "while not os.path.exists(sys.argv[2]): time.sleep(0.02)"
+    )
+
+    def start(emu: Emulator, name: str) -> tuple[HfApi, str, Path]:
+        api, out = HfApi(endpoint=emu.endpoint, token=emu.token), tmp_path / f"{name}.cwd"
+        job = api.run_job(image=IMAGE, command=["python", "-c", code, str(out), str(go)], namespace=emu.user)
+        poll(lambda: out.exists() and out.read_text(), 30, what=f"job {name} to start")
+        return api, job.id, Path(out.read_text()).parent
+
+    with (
+        Emulator(tmp_path / "a", token=TOKEN, max_running=1) as a,
+        Emulator(tmp_path / "b", token=TOKEN, max_running=1) as b,
+    ):
+        (api_a, job_a, slot_a), (api_b, job_b, slot_b) = start(a, "a"), start(b, "b")
+        assert (slot_a, slot_b) == (slots / "0", slots / "1")  # one slot each, both running
+        go.touch()
+        assert wait_stage(api_a, job_a, a.user).status.stage == "COMPLETED"
+        assert wait_stage(api_b, job_b, b.user).status.stage == "COMPLETED"
+    with Emulator(tmp_path / "c", token=TOKEN) as c:
+        api_c, job_c, slot_c = start(c, "c")
+        assert slot_c == slots / "0"  # a new emulator, the same folder
+        assert wait_stage(api_c, job_c, c.user).status.stage == "COMPLETED"
 
 
 # -- 10. hardware, rerun, labels, unknown command --------------------------------------------------
