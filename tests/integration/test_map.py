@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -413,12 +413,13 @@ for value in results:
 """
 
 
-def test_ctrl_c_cancels_the_maps_jobs(wide: Emulator, tmp_path: Path) -> None:
+def interrupted_map(emulator: Emulator, tmp_path: Path, ready: Callable[[], Any]) -> tuple[int, str, str]:
+    """Run CTRL_C_SCRIPT in a subprocess and press Ctrl-C once `ready()`: (exit code, stdout, stderr)."""
     script = tmp_path / "ctrl_c_map.py"
     script.write_text(CTRL_C_SCRIPT)
     proc = subprocess.Popen(
         [sys.executable, str(script)],
-        env=subprocess_env(wide, tmp_path / "hf-home"),
+        env=subprocess_env(emulator, tmp_path / "hf-home"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -426,17 +427,20 @@ def test_ctrl_c_cancels_the_maps_jobs(wide: Emulator, tmp_path: Path) -> None:
     try:
         stdout = Lines(proc.stdout)  # type: ignore[arg-type]
         stderr = Lines(proc.stderr)  # type: ignore[arg-type]
-        stdout.wait_for("^MAP-STARTED$")
-        poll(lambda: stages(wide, "sixty") == ["RUNNING"] * 3, DEADLINE, what="the 3 jobs to run")
+        poll(ready, DEADLINE, what="the moment for Ctrl-C")
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=DEADLINE)
-        text, out = stderr.rest(), stdout.rest()
+        return proc.returncode, stdout.rest(), stderr.rest()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode != 0
-    assert "result:" not in out
+
+
+def test_ctrl_c_cancels_the_maps_jobs(wide: Emulator, tmp_path: Path) -> None:
+    code, out, text = interrupted_map(wide, tmp_path, lambda: stages(wide, "sixty") == ["RUNNING"] * 3)
+    assert code != 0
+    assert "MAP-STARTED" in out and "result:" not in out
     assert "cancelled 3 unfinished job(s)" in text, text
     assert "KeyboardInterrupt" in text
     assert settled(wide, "sixty") == ["CANCELED"] * 3
@@ -446,26 +450,8 @@ def test_ctrl_c_while_a_job_is_being_created_cancels_it_too(wide: Emulator, tmp_
     # One creation is answered 429 "retry in 3 s": Ctrl-C comes while it waits, and the job it then
     # creates must be cancelled with the others, not left running.
     rule = wide.faults.add(f"429 POST /api/jobs/{wide.user} count=1 retry-after=3")
-    script = tmp_path / "ctrl_c_map.py"
-    script.write_text(CTRL_C_SCRIPT)
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        env=subprocess_env(wide, tmp_path / "hf-home"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        stderr = Lines(proc.stderr)  # type: ignore[arg-type]
-        poll(lambda: rule.fired == 1 and len(map_jobs(wide, "sixty")) == 2, DEADLINE, what="a creation to wait")
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=DEADLINE)
-        text = stderr.rest()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode != 0
+    code, _, text = interrupted_map(wide, tmp_path, lambda: rule.fired == 1 and len(map_jobs(wide, "sixty")) == 2)
+    assert code != 0
     assert "cancelled 3 unfinished job(s)" in text, text
     assert settled(wide, "sixty") == ["CANCELED"] * 3
 
