@@ -222,6 +222,7 @@ class Prepared:
         self.secrets = resolve_secrets(options, hub.token)
         scan = Scan(fn)
         self.function = pack_function(fn, scan)
+        self.code_files = scan.code_files
         explicit = list(options.dependencies)
         self.dependencies = pinned_dependencies(scan, explicit) if options.detect_dependencies else explicit
         self.entry = render_entry(options.python, self.dependencies)
@@ -308,6 +309,7 @@ class Prepared:
         self.upload({"0": [(0, call)]})
         info = self.create("0")
         future: RemoteFuture[Any] = RemoteFuture(self.hub, self.namespace, info, self.run_id, "0", self.name, 0)
+        future.code_files = self.code_files
         watch(future)
         return future
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import builtins
 import concurrent.futures
 import contextlib
+import linecache
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -63,6 +65,7 @@ class RemoteFuture(Future[R], Generic[R]):
         self.run_id, self.call, self.name = run_id, call, name or info.id
         self.index = index  # the input this future stands for (None when re-attached: the job's only one)
         self._followed = False
+        self.code_files: dict[str, str] = {}  # function name -> its file here, for the remote traceback
         self.folder = f"runs/{run_id}"  # the run folder in the bucket
 
     # -- the job ---------------------------------------------------------------------------------
@@ -203,7 +206,7 @@ class RemoteFuture(Future[R], Generic[R]):
         return JobFailedError(self.job_id, str(info.status.stage), message, self.url, tail)
 
     def _outcome(self, info: JobInfo, data: bytes | None) -> tuple[bool, Any]:
-        outcomes = decode_results(data)
+        outcomes = decode_results(data, self.code_files)
         if self.index is None and len(outcomes) == 1:  # re-attached: the job's one input
             return next(iter(outcomes.values()))
         if self.index in outcomes:
@@ -221,7 +224,7 @@ class ChunkFuture(RemoteFuture[dict[int, tuple[bool, Any]]]):
         self.indexes = indexes
 
     def _outcome(self, info: JobInfo, data: bytes | None) -> tuple[bool, Any]:
-        outcomes = decode_results(data)
+        outcomes = decode_results(data, self.code_files)
         missing = [i for i in self.indexes if i not in outcomes]
         if missing:
             failure = self._failure(info)
@@ -229,15 +232,33 @@ class ChunkFuture(RemoteFuture[dict[int, tuple[bool, Any]]]):
         return True, outcomes
 
 
-def decode_results(data: bytes | None) -> dict[int, tuple[bool, Any]]:
+def decode_results(data: bytes | None, code_files: dict[str, str] | None = None) -> dict[int, tuple[bool, Any]]:
     """A chunk's result file: input index -> (True, value) or (False, exception with its remote traceback)."""
     if data is None:
         return {}
     raw, _ = read_results(data)
-    return {index: _decode_payload(payload) for index, payload in raw.items()}
+    return {index: _decode_payload(payload, code_files or {}) for index, payload in raw.items()}
 
 
-def _decode_payload(data: bytes) -> tuple[bool, Any]:
+_DYNAMIC_FRAME = re.compile(r'^( *)File "<dynamic-code>", line (\d+), in (\S+)$', re.MULTILINE)
+
+
+def localize(traceback: str, code_files: dict[str, str]) -> str:
+    """Point the frames of code that travelled by value (cloudpickle names it "<dynamic-code>") back at
+    the caller's files, with their source lines, as a local traceback shows them."""
+
+    def frame(match: re.Match[str]) -> str:
+        indent, line, name = match.groups()
+        path = code_files.get(name)
+        if path is None:
+            return match.group(0)
+        source = linecache.getline(path, int(line)).strip()
+        return f'{indent}File "{path}", line {line}, in {name}' + (f"\n{indent}    {source}" if source else "")
+
+    return _DYNAMIC_FRAME.sub(frame, traceback)
+
+
+def _decode_payload(data: bytes, code_files: dict[str, str]) -> tuple[bool, Any]:
     try:
         payload = cloudpickle.loads(data)
     except Exception as e:  # e.g. the result's class cannot be imported here
@@ -248,7 +269,7 @@ def _decode_payload(data: bytes) -> tuple[bool, Any]:
     if error is None:
         error = _rebuild(payload.get("type", "Exception"), payload.get("message", ""))
     if payload.get("traceback"):
-        error.__cause__ = RemoteTraceback(payload["traceback"])
+        error.__cause__ = RemoteTraceback(localize(payload["traceback"], code_files))
     return False, error
 
 

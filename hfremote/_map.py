@@ -224,6 +224,7 @@ class MapRun:
                 self.prepared.name,
                 [index for index, _ in calls],
             )
+            future.code_files = self.prepared.code_files
             watch(future)
             self._running[future] = calls
             self._jobs += 1

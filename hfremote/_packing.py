@@ -118,8 +118,18 @@ class Scan:
         self.local: dict[str, types.ModuleType] = {}
         self.body_imports: dict[str, types.ModuleType] = {}  # local modules the job must be able to import
         self.imports: set[str] = set()
+        self._files: dict[str, set[str]] = {}  # code name -> the files it is defined in
         self._seen: set[int] = set()
         self._visit_function(fn)
+
+    @property
+    def code_files(self) -> dict[str, str]:
+        """The file of each function that travels, by name (where that name is defined in one file only).
+
+        cloudpickle ships code as "<dynamic-code>", so a remote traceback names no file; this lets the
+        client point those frames back at the caller's source.
+        """
+        return {name: next(iter(files)) for name, files in self._files.items() if len(files) == 1}
 
     def _visit_function(self, fn: Callable[..., Any]) -> None:
         if id(fn) in self._seen:
@@ -128,6 +138,8 @@ class Scan:
         code = getattr(fn, "__code__", None)
         for name in _imported_names(code) if code is not None else ():
             self._visit_import(name)
+        for co in _code_objects(code) if code is not None else ():
+            self._files.setdefault(co.co_name, set()).add(co.co_filename)
         home = _module_of(fn)
         if home is not None:
             self._visit_module(home, whole=False)  # it travels by value, but only what fn uses is needed

@@ -32,7 +32,7 @@ from ._cron import schedule_problem
 from ._future import RUN_LABEL, RemoteFuture, watch
 from ._hub import BUCKET, Hub
 from ._options import RUN_MOUNT, Options, build, sanitize
-from ._packing import check_function, pack_call
+from ._packing import Scan, check_function, pack_call
 from .errors import BackendError, HFRemoteError, OptionsError
 
 P = ParamSpec("P")
@@ -222,6 +222,7 @@ class ScheduledFunction(Generic[P, R]):
             future: ScheduledRun[R] = ScheduledRun(hub, namespace, info, labels.get(RUN_LABEL, ""), info.id, self.name)
             mounts = [v for v in info.volumes or [] if v.mount_path == RUN_MOUNT]
             future.folder = (mounts[0].path if mounts else None) or future.folder
+            future.code_files = Scan(self._fn).code_files
             _runs[(id(hub), namespace, info.id)] = future
         watch(future)
         return future

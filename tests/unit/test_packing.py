@@ -422,3 +422,38 @@ def test_results_reader_takes_the_last_record_of_an_input_and_stops_at_a_cut(tmp
     assert read_results(b"") == ({}, 0)
     old = cloudpickle.dumps({3: b"x", 4: b"y"})  # a result file written by hfremote 0.1
     assert read_results(old) == ({3: b"x", 4: b"y"}, len(old))
+
+
+def _helper_a() -> int:
+    return 1
+
+
+def _uses_helper() -> int:
+    def inner() -> int:
+        return _helper_a()
+
+    return inner()
+
+
+def test_remote_frames_point_back_at_the_callers_source() -> None:
+    from hfremote._future import localize
+
+    files = Scan(_uses_helper).code_files
+    here = str(Path(__file__))
+    assert files["_uses_helper"] == files["inner"] == files["_helper_a"] == here
+    line = _helper_a.__code__.co_firstlineno + 1
+    text = (
+        "Traceback (most recent call last):\n"
+        '  File "/job/entry.py", line 9, in main\n'
+        f'  File "<dynamic-code>", line {line}, in _helper_a\n'
+        '  File "<dynamic-code>", line 3, in not_shipped\n'
+        "ValueError: x\n"
+    )
+    assert localize(text, files) == (
+        "Traceback (most recent call last):\n"
+        '  File "/job/entry.py", line 9, in main\n'
+        f'  File "{here}", line {line}, in _helper_a\n'
+        "      return 1\n"
+        '  File "<dynamic-code>", line 3, in not_shipped\n'  # a name of no file known here: left as it was
+        "ValueError: x\n"
+    )
