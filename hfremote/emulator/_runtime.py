@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -92,7 +93,7 @@ class Runtime:
     ) -> None:
         self._store, self._storage, self._logs, self._clock = store, storage, logs, clock
         self._root = root
-        self._slots = _slots_root()
+        self._slots = _slots_root(root)
         self._endpoint = endpoint  # the emulator's own address: jobs reach "the Hub" there
         self._publish = publish  # stores files into a bucket, as an upload through Xet would
         self.max_running = max_running
@@ -213,7 +214,6 @@ class Runtime:
         no environment to build and no package index to ask.
         """
         used = {run.folder.name for run in self._running.values()}
-        self._slots.mkdir(parents=True, exist_ok=True)
         for slot in (str(i) for i in itertools.count()):
             if slot in used:
                 continue
@@ -481,9 +481,18 @@ class Runtime:
         return path
 
 
-def _slots_root() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "hfremote" / "emulator-slots"
+def _slots_root(state: Path) -> Path:
+    """The user's cache (shared slots), or the emulator's state directory where that cannot be written."""
+    try:
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        shared = Path(cache) / "hfremote" / "emulator-slots"
+        shared.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=shared):
+            return shared
+    except (OSError, RuntimeError):  # no writable cache, or no home directory
+        own = state / "slots"
+        own.mkdir(parents=True, exist_ok=True)
+        return own
 
 
 def _kill_group(process: subprocess.Popen[bytes], graceful: bool) -> None:

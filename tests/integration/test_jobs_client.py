@@ -417,6 +417,19 @@ def test_emulators_share_job_folders_one_job_at_a_time(tmp_path: Path, monkeypat
         assert wait_stage(api_c, job_c, c.user).status.stage == "COMPLETED"
 
 
+def test_job_folders_stay_in_the_state_directory_without_a_writable_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_folder))
+    with Emulator(tmp_path / "state", token=TOKEN) as emu:
+        api = HfApi(endpoint=emu.endpoint, token=emu.token)
+        job = api.run_job(image=IMAGE, command=["python", "-c", "import os; print(os.getcwd())"], namespace=emu.user)
+        assert wait_stage(api, job.id, emu.user).status.stage == "COMPLETED"
+        assert logs(api, job.id, emu.user) == [str(tmp_path / "state" / "slots" / "0" / "work")]
+
+
 # -- 10. hardware, rerun, labels, unknown command --------------------------------------------------
 def test_list_jobs_hardware_has_every_flavor(api: HfApi) -> None:
     hardware = {h.name: h for h in api.list_jobs_hardware()}
