@@ -25,7 +25,7 @@ import cloudpickle
 from huggingface_hub import JobInfo, Volume
 
 from ._config import current_hub
-from ._future import CALL_LABEL, FUNCTION_LABEL, RUN_LABEL, RemoteFuture, watch
+from ._future import CALL_LABEL, FUNCTION_LABEL, RUN_LABEL, RemoteFuture, local_lines, watch
 from ._hub import Hub
 from ._map import CostEstimate, MapRun, calls_of, check_map_arguments, estimate, length_of
 from ._options import RUN_MOUNT, Options, build, resolve_secrets, sanitize
@@ -322,7 +322,7 @@ def wait_streaming(future: RemoteFuture[R], options: Options) -> R:
     prefix = f"[{future.name} {future.job_id[:8]}] "
     try:
         if options.stream_logs:
-            for line in future.logs(follow=True):
+            for line in local_lines(future.logs(follow=True), future.code_files):
                 with _print_lock:
                     print(prefix + line, file=sys.stderr, flush=True)
         return future.result()

@@ -253,9 +253,15 @@ def localize(traceback: str, code_files: dict[str, str]) -> str:
         if path is None:
             return match.group(0)
         source = linecache.getline(path, int(line)).strip()
-        return f'{indent}File "{path}", line {line}, in {name}' + (f"\n{indent}    {source}" if source else "")
+        return f'{indent}File "{path}", line {line}, in {name}' + (f"\n{indent}  {source}" if source else "")
 
     return _DYNAMIC_FRAME.sub(frame, traceback)
+
+
+def local_lines(lines: Iterable[str], code_files: dict[str, str]) -> Iterator[str]:
+    """A job's log lines, with the frames of code that travelled by value pointed at the caller's files."""
+    for line in lines:
+        yield from localize(line, code_files).split("\n")
 
 
 def _decode_payload(data: bytes, code_files: dict[str, str]) -> tuple[bool, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from huggingface_hub import JobInfo
 
-from ._future import TERMINAL, ChunkFuture, watch
+from ._future import TERMINAL, ChunkFuture, local_lines, watch
 from ._options import Options
 from ._packing import pack_calls
 from .errors import OptionsError, RemoteTraceback
@@ -298,6 +298,7 @@ class MapRun:
             except Exception:  # the log tail is a courtesy: the failure itself is raised or returned
                 lines = []
         header = f"[input {index}] failed ({type(error).__name__}: {error}); job {future.job_id}"
+        lines = list(local_lines(lines, future.code_files))
         print("\n".join([header, *(f"[input {index}] {line}" for line in lines)]), file=sys.stderr)
 
     def _follow_logs(self, future: ChunkFuture) -> None:
@@ -306,7 +307,7 @@ class MapRun:
 
         def follow() -> None:
             try:
-                for line in future.logs(follow=True):
+                for line in local_lines(future.logs(follow=True), future.code_files):
                     print(prefix + line, file=sys.stderr, flush=True)
             except Exception:  # log streaming is a courtesy: it must never break the map
                 return

@@ -475,6 +475,9 @@ def test_logs_errors_prints_the_failed_inputs_lines(
     assert "[input 2] failed (MyError: two (code 2))" in err, err
     assert "[input 2] hello from 2" in err, err
     assert "MyError" in err
+    # The job's log names code that travelled by value "<dynamic-code>": shown as this file, with the line.
+    assert f'[input 2]   File "{__file__}", line' in err and "<dynamic-code>" not in err, err
+    assert '[input 2]     raise MyError("two", code=2)' in err, err
     assert "[input 0]" not in err and "[input 1]" not in err and "[input 3]" not in err
 
 

@@ -306,7 +306,7 @@ def test_user_exception_comes_back_as_itself(call: Call) -> None:
     assert "MyError" in cause.text
     # Code that travelled by value is pointed back at this file, with its source line, as locally.
     raise_source = lines[raise_line - start].strip()
-    assert f'File "{__file__}", line {raise_line}, in raise_my_error\n      {raise_source}\n' in cause.text, cause.text
+    assert f'File "{__file__}", line {raise_line}, in raise_my_error\n    {raise_source}\n' in cause.text, cause.text
     assert "<dynamic-code>" not in cause.text
 
 

@@ -453,7 +453,7 @@ def test_remote_frames_point_back_at_the_callers_source() -> None:
         "Traceback (most recent call last):\n"
         '  File "/job/entry.py", line 9, in main\n'
         f'  File "{here}", line {line}, in _helper_a\n'
-        "      return 1\n"
+        "    return 1\n"
         '  File "<dynamic-code>", line 3, in not_shipped\n'  # a name of no file known here: left as it was
         "ValueError: x\n"
     )
