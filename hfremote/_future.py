@@ -372,8 +372,10 @@ class Watcher:
 
     def _tick(self, run: _Run) -> None:
         """One look at a run: its unfinished jobs in one list; the jobs that left that list, once each."""
+        # A look that fails is skipped, not retried at length: the next tick looks again, and one run
+        # whose endpoint is down must not hold up every other run's ticks.
         try:
-            active = run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id}, list(ACTIVE))
+            active = run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id}, list(ACTIVE), tries=1)
         except BackendError as e:
             log.warning("hfremote: could not list the jobs of run %s: %s", run.run_id, e)
             return
@@ -390,10 +392,10 @@ class Watcher:
         # What is left has finished: fetch each final state once (one listing when many finished at once).
         try:
             if len(futures) > 3:
-                done = run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id}, list(TERMINAL))
+                done = run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id}, list(TERMINAL), tries=1)
                 finished = {info.id: info for info in done}
             else:
-                finished = {job_id: run.hub.inspect(run.namespace, job_id) for job_id in futures}
+                finished = {job_id: run.hub.inspect(run.namespace, job_id, tries=1) for job_id in futures}
         except BackendError as e:
             log.warning("hfremote: could not read the finished jobs of run %s: %s", run.run_id, e)
             return

@@ -101,16 +101,21 @@ class Hub:
         self._plain_get = True
 
     # -- retries ---------------------------------------------------------------------------------
-    def call(self, what: str, fn: Callable[[], T], on_lost: Callable[[], T | None] | None = None) -> T:
-        """Run `fn`, retrying transient failures; `on_lost` finds the result of a request whose answer was lost."""
+    def call(
+        self, what: str, fn: Callable[[], T], on_lost: Callable[[], T | None] | None = None, tries: int = _MAX_TRIES
+    ) -> T:
+        """Run `fn`, retrying transient failures; `on_lost` finds the result of a request whose answer was lost.
+
+        (huggingface_hub retries some calls itself first; `tries=1` leaves those retries alone.)
+        """
         delay = 0.5
-        for attempt in range(1, _MAX_TRIES + 1):
+        for attempt in range(1, tries + 1):
             try:
                 return fn()
             except BadRequestError as e:
                 raise OptionsError(f"{what} was refused: {e.server_message or e}") from None
             except (HfHubHTTPError, TransportError) as e:
-                if not _transient(e) or attempt == _MAX_TRIES:
+                if not _transient(e) or attempt == tries:
                     raise BackendError(f"{what} failed: {e}") from e
                 # A 429 was refused outright; a 5xx or a dropped connection may have been carried out.
                 if on_lost is not None and _status(e) != 429:
@@ -221,13 +226,18 @@ class Hub:
             on_lost=lambda: self.call("looking up the job", lookup),
         )
 
-    def list_jobs(self, namespace: str, labels: dict[str, str], stages: list[str] | None = None) -> list[JobInfo]:
-        return self.call(
-            "listing jobs", lambda: list(self.api.list_jobs(namespace=namespace, labels=labels, status=stages))
-        )
+    def list_jobs(
+        self, namespace: str, labels: dict[str, str], stages: list[str] | None = None, tries: int = _MAX_TRIES
+    ) -> list[JobInfo]:
+        def fetch() -> list[JobInfo]:
+            return list(self.api.list_jobs(namespace=namespace, labels=labels, status=stages))
 
-    def inspect(self, namespace: str, job_id: str) -> JobInfo:
-        return self.call(f"inspecting job {job_id}", lambda: self.api.inspect_job(job_id=job_id, namespace=namespace))
+        return self.call("listing jobs", fetch, tries=tries)
+
+    def inspect(self, namespace: str, job_id: str, tries: int = _MAX_TRIES) -> JobInfo:
+        return self.call(
+            f"inspecting job {job_id}", lambda: self.api.inspect_job(job_id=job_id, namespace=namespace), tries=tries
+        )
 
     def cancel(self, namespace: str, job_id: str) -> None:
         self.call(f"cancelling job {job_id}", lambda: self.api.cancel_job(job_id=job_id, namespace=namespace))
