@@ -27,11 +27,10 @@ from huggingface_hub import JobInfo, Volume
 from ._config import current_hub
 from ._future import CALL_LABEL, FUNCTION_LABEL, RUN_LABEL, RemoteFuture, local_lines, watch
 from ._hub import Hub
-from ._map import CostEstimate, MapRun, calls_of, check_map_arguments, estimate, length_of
+from ._map import CostEstimate, MapRun, MapSettings, calls_of, estimate, length_of
 from ._options import RUN_MOUNT, Options, build, resolve_secrets, sanitize
 from ._packing import Scan, check_function, pack_call, pack_function, pinned_dependencies, render_entry
 from ._schedule import ScheduledFunction, schedule
-from .errors import OptionsError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -94,19 +93,10 @@ class RemoteFunction(Generic[P, R]):
         terminal); `logs` is "errors" (print failed inputs' log tails), "all" or "none".
         `max_cost_usd` refuses to launch jobs whose worst case (timeout x jobs x price) exceeds it.
         """
-        return self._map(
-            iterables,
-            False,
-            chunksize,
-            max_parallel,
-            ordered,
-            return_exceptions,
-            retries,
-            progress,
-            logs,
-            max_cost_usd,
-            options,
+        settings = MapSettings(
+            chunksize, max_parallel, ordered, return_exceptions, retries, progress, logs, max_cost_usd
         )
+        return self._map(iterables, False, settings, options)
 
     def starmap(
         self,
@@ -122,63 +112,21 @@ class RemoteFunction(Generic[P, R]):
         **options: Any,
     ) -> Generator[R, None, None]:
         """Like `map`, with each item of `iterable` unpacked as the arguments: `fn(*item)`."""
-        return self._map(
-            (iterable,),
-            True,
-            chunksize,
-            max_parallel,
-            ordered,
-            return_exceptions,
-            retries,
-            progress,
-            logs,
-            max_cost_usd,
-            options,
+        settings = MapSettings(
+            chunksize, max_parallel, ordered, return_exceptions, retries, progress, logs, max_cost_usd
         )
+        return self._map((iterable,), True, settings, options)
 
     def _map(
-        self,
-        iterables: tuple[Iterable[Any], ...],
-        star: bool,
-        chunksize: int,
-        max_parallel: int,
-        ordered: bool,
-        return_exceptions: bool,
-        retries: int,
-        progress: bool | None,
-        logs: str,
-        max_cost_usd: float | None,
-        options: dict[str, Any],
+        self, iterables: tuple[Iterable[Any], ...], star: bool, run: MapSettings, options: dict[str, Any]
     ) -> Generator[R, None, None]:
-        # Everything that can be checked is checked now, before the caller starts iterating.
-        check_map_arguments(chunksize, max_parallel, retries, logs)
+        # Everything that can be checked is checked now, before the caller starts iterating (`run` was
+        # checked when made).
         if not iterables:
             raise TypeError("map() needs at least one iterable")
         settings = build(self._options, **options) if options else self._options
         prepared = Prepared(current_hub(), self._fn, settings)
-        total = length_of(iterables)
-        if max_cost_usd is not None and total is not None:
-            cost = self.map_cost(total, chunksize=chunksize, retries=retries, **options)
-            if cost.worst_case_usd > max_cost_usd:
-                raise OptionsError(
-                    f"this map could cost up to ${cost.worst_case_usd:.2f} ({cost}), over "
-                    f"max_cost_usd={max_cost_usd}; raise the limit, lower the timeout or use a "
-                    "larger chunksize"
-                )
-        run = MapRun(
-            prepared,
-            calls_of(iterables, star),
-            chunksize=chunksize,
-            max_parallel=max_parallel,
-            ordered=ordered,
-            return_exceptions=return_exceptions,
-            retries=retries,
-            progress=progress,
-            logs=logs,
-            total=total,
-            max_cost_usd=max_cost_usd,
-        )
-        return run.__iter__()
+        return MapRun(prepared, calls_of(iterables, star), run, length_of(iterables)).__iter__()
 
     def map_cost(self, inputs: int | Sized, chunksize: int = 1, retries: int = 0, **options: Any) -> CostEstimate:
         """The worst case of a map before launching it: jobs x timeout x the flavor's price, counting the
@@ -186,7 +134,7 @@ class RemoteFunction(Generic[P, R]):
 
         `inputs` is the number of inputs, or a sized collection of them (a generator would be used up).
         """
-        check_map_arguments(chunksize, 1, retries, "none")
+        MapSettings(chunksize=chunksize, retries=retries)  # checks them
         settings = build(self._options, **options) if options else self._options
         if not isinstance(inputs, int) and not hasattr(inputs, "__len__"):
             raise TypeError("map_cost() takes the number of inputs or a sized collection such as a list")

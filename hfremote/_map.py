@@ -65,12 +65,26 @@ def estimate(price_per_minute: float, options: Options, inputs: int, chunksize: 
     return CostEstimate(jobs, options.flavor, price_per_minute * 60, options.timeout, retries, options.attempts)
 
 
-def check_map_arguments(chunksize: int, max_parallel: int, retries: int, logs: str) -> None:
-    for name, value, low in (("chunksize", chunksize, 1), ("max_parallel", max_parallel, 1), ("retries", retries, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise OptionsError(f"{name}={value!r} must be an integer >= {low}")
-    if logs not in LOG_MODES:
-        raise OptionsError(f"logs={logs!r}: use one of {', '.join(LOG_MODES)}")
+@dataclass(frozen=True)
+class MapSettings:
+    """How a map runs (the keyword arguments of `map` and `starmap`), checked when made."""
+
+    chunksize: int = 1
+    max_parallel: int = 16
+    ordered: bool = True
+    return_exceptions: bool = False
+    retries: int = 0
+    progress: bool | None = None
+    logs: str = "errors"
+    max_cost_usd: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, low in (("chunksize", 1), ("max_parallel", 1), ("retries", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise OptionsError(f"{name}={value!r} must be an integer >= {low}")
+        if self.logs not in LOG_MODES:
+            raise OptionsError(f"logs={self.logs!r}: use one of {', '.join(LOG_MODES)}")
 
 
 class MapRun:
@@ -80,24 +94,19 @@ class MapRun:
         self,
         prepared: Any,  # a _function.Prepared: packed function, options, the platform
         calls: Iterator[tuple[tuple[Any, ...], dict[str, Any]]],
-        *,
-        chunksize: int,
-        max_parallel: int,
-        ordered: bool,
-        return_exceptions: bool,
-        retries: int,
-        progress: bool | None,
-        logs: str,
+        settings: MapSettings,
         total: int | None,
-        max_cost_usd: float | None,
     ) -> None:
-        self.prepared, self.calls = prepared, calls
-        self.chunksize, self.max_parallel, self.ordered = chunksize, max_parallel, ordered
-        self.return_exceptions, self.retries, self.logs = return_exceptions, retries, logs
-        self.total, self.max_cost_usd = total, max_cost_usd
+        self.prepared, self.calls, self.total = prepared, calls, total
+        chunksize, max_parallel = self.chunksize, self.max_parallel = settings.chunksize, settings.max_parallel
+        self.ordered, self.return_exceptions = settings.ordered, settings.return_exceptions
+        self.retries, self.logs, self.max_cost_usd = settings.retries, settings.logs, settings.max_cost_usd
         options: Options = prepared.options
         self._price = prepared.hub.hardware()[options.flavor]["price_per_minute"]
         self._job_worst = options.timeout / 60 * self._price * options.attempts
+        if total is not None:  # a sized input: its whole worst case is refused before any job
+            cost = estimate(self._price, options, total, chunksize, self.retries)
+            self._refuse_over(cost.worst_case_usd, f" ({cost})")
         # Chunks uploaded ahead of their jobs: enough to fill every slot, about 4096 inputs at most beyond that.
         self._window = max(max_parallel, min(2 * max_parallel, -(-4096 // chunksize)), 1)
         self._counter = itertools.count()
@@ -113,7 +122,7 @@ class MapRun:
         self._jobs = self._failed = self._finished = 0
         self._cost_done = 0.0
         self._bar: Any = None
-        self._progress = progress if progress is not None else sys.stderr.isatty()
+        self._progress = settings.progress if settings.progress is not None else sys.stderr.isatty()
         self._log_threads: list[threading.Thread] = []
 
     # -- the loop --------------------------------------------------------------------------------
@@ -232,13 +241,13 @@ class MapRun:
                 self._follow_logs(future)
 
     def _check_cost(self, new_jobs: int) -> None:
-        if self.max_cost_usd is None:
-            return
-        worst = (self._jobs + len(self._uploaded) + new_jobs) * self._job_worst
-        if worst > self.max_cost_usd:
+        self._refuse_over((self._jobs + len(self._uploaded) + new_jobs) * self._job_worst, " (jobs x timeout x price)")
+
+    def _refuse_over(self, worst: float, how: str) -> None:
+        if self.max_cost_usd is not None and worst > self.max_cost_usd:
             raise OptionsError(
-                f"this map could cost up to ${worst:.2f} (jobs x timeout x price), over max_cost_usd="
-                f"{self.max_cost_usd}; raise the limit, lower the timeout, or use a larger chunksize"
+                f"this map could cost up to ${worst:.2f}{how}, over max_cost_usd={self.max_cost_usd}; "
+                "raise the limit, lower the timeout or use a larger chunksize"
             )
 
     # -- collecting ------------------------------------------------------------------------------
