@@ -86,12 +86,11 @@ class _Results:
 
     def __init__(self, path: str) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.done: dict[int, bytes] = {}
-        with open(path, "a+b") as f:
-            f.seek(0)
-            self.done, good = read_results(f.read())
-            f.truncate(good)  # drop a half-written record, or it would hide everything after it
-        self._file = open(path, "ab")  # noqa: SIM115 - open for the whole chunk, closed by close()
+        # Open for the whole chunk (closed by close()); in append mode every write lands at the end.
+        self._file = open(path, "a+b")  # noqa: SIM115
+        self._file.seek(0)
+        self.done, good = read_results(self._file.read())
+        self._file.truncate(good)  # drop a half-written record, or it would hide everything after it
 
     def add(self, index: int, payload: bytes) -> None:
         self._file.write(pickle.dumps((index, payload), protocol=pickle.HIGHEST_PROTOCOL))

@@ -372,5 +372,9 @@ def render_entry(python: str, dependencies: Iterable[str]) -> str:
     deps = [f"cloudpickle=={cloudpickle.__version__}", *dependencies]
     header = ["# /// script", f'# requires-python = "=={python}.*"', "# dependencies = ["]
     header += [f"#     {json.dumps(dep)}," for dep in deps] + ["# ]", "# ///"]
-    source = (Path(__file__).with_name("_entry.py")).read_text(encoding="utf-8")
-    return "\n".join(header) + "\n" + source
+    return "\n".join(header) + "\n" + _entry_source()
+
+
+@lru_cache(maxsize=1)
+def _entry_source() -> str:
+    return Path(__file__).with_name("_entry.py").read_text(encoding="utf-8")

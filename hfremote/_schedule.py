@@ -14,6 +14,7 @@ so deploys find it again and `runs()` finds its runs. Each run keeps its result 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import sys
@@ -211,6 +212,11 @@ class ScheduledFunction(Generic[P, R]):
         jobs.sort(key=lambda j: (j.created_at or datetime.min, j.id), reverse=True)
         return [self._future(hub, namespace, info) for info in jobs[:limit]]
 
+    @functools.cached_property
+    def _code_files(self) -> dict[str, str]:
+        """Where the function's code lives, for its runs' tracebacks (one scan, not one per run)."""
+        return Scan(self._fn).code_files
+
     def _future(self, hub: Hub, namespace: str, info: JobInfo) -> ScheduledRun[R]:
         # One future per run: the watcher keeps one future per job, so a second one (runs() after
         # trigger(), or runs() twice) would leave the first one pending forever.
@@ -222,7 +228,7 @@ class ScheduledFunction(Generic[P, R]):
             future: ScheduledRun[R] = ScheduledRun(hub, namespace, info, labels.get(RUN_LABEL, ""), info.id, self.name)
             mounts = [v for v in info.volumes or [] if v.mount_path == RUN_MOUNT]
             future.folder = (mounts[0].path if mounts else None) or future.folder
-            future.code_files = Scan(self._fn).code_files
+            future.code_files = self._code_files
             _runs[(id(hub), namespace, info.id)] = future
         watch(future)
         return future

@@ -82,9 +82,9 @@ class Context:
         """Whether a request is the emulator's own (see `_xet.upload`)."""
         from ._api_buckets import xet_token
 
-        expected = xet_token(self).encode()
         name = INTERNAL_HEADER.encode()
-        return any(k == name and secrets.compare_digest(v, expected) for k, v in headers)
+        values = [v for k, v in headers if k == name]  # only those requests pay for the token
+        return bool(values) and secrets.compare_digest(values[0], xet_token(self).encode())
 
     def authorized(self, request: Request) -> bool:
         return secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {self.token}")
