@@ -1,4 +1,4 @@
-"""Helpers for tests: polls with a deadline instead of sleeps, subprocesses pointed at an emulator."""
+"""Helpers for tests: polls with a deadline instead of sleeps, subprocesses pointed at an emulator, a user exception."""
 
 from __future__ import annotations
 
@@ -117,3 +117,14 @@ class Lines:
             if line is not None:
                 self.lines.append(line)
         return "\n".join(self.lines)
+
+
+class MyError(ValueError):
+    """The user's own exception class, with state of its own."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message, code)
+        self.message, self.code = message, code
+
+    def __str__(self) -> str:
+        return f"{self.message} (code {self.code})"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Lines, hfremote_on, poll, subprocess_env
+from helpers import Lines, MyError, hfremote_on, poll, subprocess_env
 from huggingface_hub import HfApi
 
 import hfremote
@@ -30,17 +30,6 @@ from hfremote.emulator import Emulator
 RUN_LABEL = "hfremote-run"
 ACTIVE = ("SCHEDULING", "RUNNING")
 DEADLINE = 60.0  # generous: a deadline for polls, never a timed assertion
-
-
-class MyError(ValueError):
-    """The user's own exception class, with state of its own."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message, code)
-        self.message, self.code = message, code
-
-    def __str__(self) -> str:
-        return f"{self.message} (code {self.code})"
 
 
 # -- helpers ------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Lines, poll, subprocess_env, wait_stage
+from helpers import Lines, MyError, poll, subprocess_env, wait_stage
 from huggingface_hub import HfApi
 
 import hfremote
@@ -49,17 +49,6 @@ class Point:
 
     def norm1(self) -> int:
         return abs(self.x) + abs(self.y)
-
-
-class MyError(ValueError):
-    """The user's own exception class, with state of its own."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message, code)
-        self.message, self.code = message, code
-
-    def __str__(self) -> str:
-        return f"{self.message} (code {self.code})"
 
 
 class LockedError(Exception):
