@@ -17,7 +17,8 @@ from importlib.metadata import version as _version
 from ._config import configure
 from ._function import RemoteFunction, remote
 from ._future import RemoteError, RemoteFuture, as_completed, gather, wait
-from ._map import CostEstimate
+from ._map import CostEstimate, MapResults
+from ._remote_run import RemoteRun
 from ._schedule import Deployment, ScheduledFunction, ScheduledRun, ScheduleInfo
 from .errors import BackendError, HFRemoteError, JobFailedError, OptionsError, PicklingError, RemoteTraceback
 
@@ -28,11 +29,13 @@ __all__ = [
     "Deployment",
     "HFRemoteError",
     "JobFailedError",
+    "MapResults",
     "OptionsError",
     "PicklingError",
     "RemoteError",
     "RemoteFunction",
     "RemoteFuture",
+    "RemoteRun",
     "RemoteTraceback",
     "ScheduleInfo",
     "ScheduledFunction",

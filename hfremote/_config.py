@@ -32,18 +32,38 @@ def configure(
     endpoint: str | None = None,
     token: str | None = None,
     poll_interval: float | None = None,
+    unreachable_timeout: float | None = None,
+    lease_seconds: float | None = None,
 ) -> None:
     """Choose where jobs run for the rest of this process.
 
     backend: "hf" (the Hub or `endpoint`), "local" (an embedded emulator), or None (decide as above).
+    unreachable_timeout: seconds without an answer from the endpoint after which the pending futures of
+    a run fail with `BackendError` instead of waiting (default 300).
+    lease_seconds: how long the jobs of a run go on after their client stopped renewing the run's lease
+    (it was killed); detached runs have no lease (default 120).
     """
     global _hub
     if backend not in (None, "hf", "local"):
         raise OptionsError(f"backend={backend!r}: use 'hf' (Hugging Face Jobs) or 'local' (the embedded emulator)")
-    if poll_interval is not None and not poll_interval > 0:
-        raise OptionsError("poll_interval must be a positive number of seconds")
+    for name, value in (
+        ("poll_interval", poll_interval),
+        ("unreachable_timeout", unreachable_timeout),
+        ("lease_seconds", lease_seconds),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise OptionsError(f"{name}={value!r} must be a positive number of seconds")
+        if value is not None and value == float("inf"):
+            raise OptionsError(f"{name}={value!r} must be a finite number of seconds")
     with _lock:
-        _settings.update(backend=backend, endpoint=endpoint, token=token, poll_interval=poll_interval)
+        _settings.update(
+            backend=backend,
+            endpoint=endpoint,
+            token=token,
+            poll_interval=poll_interval,
+            unreachable_timeout=unreachable_timeout,
+            lease_seconds=lease_seconds,
+        )
         _hub = None
 
 
@@ -51,6 +71,16 @@ def poll_interval(hub: Hub) -> float:
     """Seconds between two looks at a run's jobs: the Hub's API is rate-limited, the emulator is not."""
     chosen = _settings.get("poll_interval")
     return float(chosen) if chosen else (0.02 if hub.is_emulator else 2.0)
+
+
+def unreachable_timeout() -> float:
+    """Seconds a run's endpoint may stay unreachable before its pending futures fail."""
+    return float(_settings.get("unreachable_timeout") or 300.0)
+
+
+def lease_seconds() -> float:
+    """Seconds a run's jobs go on once their client stopped renewing its lease."""
+    return float(_settings.get("lease_seconds") or 120.0)
 
 
 def current_hub() -> Hub:

@@ -1,17 +1,22 @@
 """The script that runs inside the job. Standard library and cloudpickle only.
 
 The client renders this module with a PEP 723 header (Python version, pinned cloudpickle, the
-function's dependencies) and uploads it as `entry.py` into the run folder:
+function's dependencies) and uploads it as `entry.py` into the run's shared folder (see `_run.py`):
 
-    runs/<run-id>/entry.py  manifest.json  function.pkl  inputs/<chunk>.pkl  ->  results/<chunk>.pkl
+    /hfremote/run/entry.py  manifest.json  function.pkl  lease     (read-only)
+    /hfremote/chunk/inputs.pkl  ->  results.pkl                     (this job's chunk, read-write)
 
-A chunk is a list of `(input index, pickled (args, kwargs))`. `uv run entry.py CHUNK [CHUNK ...]`
-runs each input in turn and appends `(input index, pickled payload)` to the chunk's result file as
+`uv run entry.py [--each-run] CHUNK_FOLDER` runs the chunk's inputs, a list of `(input index, pickled
+(args, kwargs))`, in turn and appends `(input index, pickled payload)` to the chunk's result file as
 soon as the input is done, so finished inputs are never lost and a chunk costs one write per input
 (not a rewrite of everything so far). A payload is a dict with the value, or the exception, its
 formatted traceback, its type name and message (the last two alone when the exception itself cannot
 be pickled). A job that runs again (the platform's `attempts`) keeps the results it has and runs only
 the inputs that have none.
+
+While the shared folder has a `lease` file, the client that started the run renews it; a job whose
+lease has not changed for its `ttl` seconds ends itself: its client is gone, and nobody would read
+what it computes (runs started with `detach=True` have no lease).
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ import json
 import os
 import pickle
 import sys
+import threading
+import time
 from typing import Any
 
-EXIT_OK, EXIT_RAISED, EXIT_SETUP = 0, 1, 2
+EXIT_OK, EXIT_RAISED, EXIT_SETUP, EXIT_LEASE = 0, 1, 2, 3
+SETUP_FAILURE = "hfremote.errors.JobFailedError"  # the type name of a failure to set the call up in the job
 # Imported with the module only when this module is the job's script, where the time counts.
 cloudpickle: Any = None
 
@@ -143,20 +151,59 @@ def _setup_problem(folder: str) -> str | None:
     return None
 
 
-def _inputs(folder: str, chunk: str) -> list[tuple[int, bytes]]:
-    with open(os.path.join(folder, "inputs", f"{chunk}.pkl"), "rb") as f:
+def _inputs(chunk: str) -> list[tuple[int, bytes]]:
+    with open(os.path.join(chunk, "inputs.pkl"), "rb") as f:
         calls: list[tuple[int, bytes]] = cloudpickle.load(f)
     return calls
 
 
-def _fail_all(folder: str, result_names: dict[str, str], payload: dict[str, Any]) -> None:
+def _fail_all(chunk: str, results_path: str, payload: dict[str, Any]) -> None:
     encoded = _encode(payload)
-    for chunk, name in result_names.items():
-        results = _Results(os.path.join(folder, "results", f"{name}.pkl"))
-        for index, _ in _inputs(folder, chunk):
-            if index not in results.done:
-                results.add(index, encoded)
-        results.close()
+    results = _Results(results_path)
+    for index, _ in _inputs(chunk):
+        if index not in results.done:
+            results.add(index, encoded)
+    results.close()
+
+
+def _watch_lease(path: str) -> None:
+    """End the job when the run's lease stops being renewed (its client died without cancelling it)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.read()
+        lease = json.loads(first)
+        ttl = float(lease["ttl"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no lease: a detached run, a scheduled function, or a platform that shows no such file
+    if lease.get("detached") or not ttl > 0:
+        return
+
+    def watch() -> None:
+        # The job's own clock only: the client's clock may differ, so what counts is how long the file
+        # has stayed the same, not the time written in it.
+        seen, since = first, time.monotonic()
+        while True:
+            time.sleep(min(ttl / 8, 10.0))
+            try:
+                with open(path, "rb") as f:
+                    now = f.read()
+            except OSError:
+                continue  # a file being replaced; look again
+            if now != seen:
+                seen, since = now, time.monotonic()
+                if b'"detached": true' in now:
+                    return
+            elif time.monotonic() - since > ttl:
+                print(
+                    f"hfremote: the client that started this run stopped renewing its lease {ttl:.0f}s ago "
+                    "(it was killed or lost its connection): ending the job so it stops billing. "
+                    "Use detach=True for jobs that must outlive their client.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                os._exit(EXIT_LEASE)
+
+    threading.Thread(target=watch, name="hfremote-lease", daemon=True).start()
 
 
 def main(argv: list[str]) -> int:
@@ -166,23 +213,24 @@ def main(argv: list[str]) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)  # log lines stream as they are printed
-    folder = os.path.dirname(os.path.realpath(__file__))
-    chunks = argv[1:]
-    # A scheduled function: every run executes chunk 0 and keeps its result under a run-unique name.
-    each_run = chunks[:1] == ["--each-run"]
+    shared = os.path.dirname(os.path.realpath(__file__))
+    # A scheduled function: every run executes the one chunk and keeps its result under a run-unique name.
+    each_run = argv[1:2] == ["--each-run"]
+    chunk = argv[-1]
+    results_path = os.path.join(chunk, "results.pkl")
     if each_run:
-        chunks = chunks[1:]
         name = os.environ.get("JOB_ID") or f"{os.getpid()}-{os.urandom(4).hex()}"
-        print(f"hfremote: this run's result is results/{name}.pkl", file=sys.stderr)
-    result_names = {chunk: name if each_run else chunk for chunk in chunks}
-    problem = _setup_problem(folder)
+        results_path = os.path.join(chunk, f"results-{name}.pkl")
+        print(f"hfremote: this run's result is results-{name}.pkl", file=sys.stderr)
+    _watch_lease(os.path.join(shared, "lease"))
+    problem = _setup_problem(shared)
     if problem is not None:
         print(f"hfremote: {problem}", file=sys.stderr)
-        failure = {"ok": False, "error": None, "type": "hfremote.errors.JobFailedError", "message": problem}
-        _fail_all(folder, result_names, {**failure, "traceback": ""})
+        failure = {"ok": False, "error": None, "type": SETUP_FAILURE, "message": problem}
+        _fail_all(chunk, results_path, {**failure, "traceback": ""})
         return EXIT_SETUP
     try:
-        with open(os.path.join(folder, "function.pkl"), "rb") as f:
+        with open(os.path.join(shared, "function.pkl"), "rb") as f:
             shipped = cloudpickle.load(f)
         function = shipped["function"]
         _install_modules(shipped["modules"])
@@ -191,25 +239,24 @@ def main(argv: list[str]) -> int:
         if isinstance(e, ImportError):
             note += " (add the missing package to dependencies=[...])"
         print(f"hfremote: {note}", file=sys.stderr)
-        _fail_all(folder, result_names, _failure(e, note))
+        _fail_all(chunk, results_path, _failure(e, note))
         return EXIT_SETUP
     status = EXIT_OK
-    for chunk in chunks:
-        results = _Results(os.path.join(folder, "results", f"{result_names[chunk]}.pkl"))
-        for index, call in _inputs(folder, chunk):
-            if index in results.done:  # an earlier attempt of this job finished it
-                continue
-            try:
-                args, kwargs = cloudpickle.loads(call)
-                payload = {"ok": True, "value": function(*args, **kwargs)}
-            except BaseException as e:  # the user's SystemExit and KeyboardInterrupt travel back too
-                import traceback
+    results = _Results(results_path)
+    for index, call in _inputs(chunk):
+        if index in results.done:  # an earlier attempt of this job finished it
+            continue
+        try:
+            args, kwargs = cloudpickle.loads(call)
+            payload = {"ok": True, "value": function(*args, **kwargs)}
+        except BaseException as e:  # the user's SystemExit and KeyboardInterrupt travel back too
+            import traceback
 
-                payload = _failure(e)
-                status = EXIT_RAISED
-                traceback.print_exc()
-            results.add(index, _encode(payload))
-        results.close()
+            payload = _failure(e)
+            status = EXIT_RAISED
+            traceback.print_exc()
+        results.add(index, _encode(payload))
+    results.close()
     return status
 
 

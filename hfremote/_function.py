@@ -12,33 +12,44 @@ train.options(flavor="a100-large")(1e-3)
 from __future__ import annotations
 
 import functools
-import json
-import os
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterable, Sized
-from datetime import datetime, timezone
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sized
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-import cloudpickle
-from huggingface_hub import JobInfo, Volume
-
-from ._config import current_hub
-from ._future import CALL_LABEL, FUNCTION_LABEL, RUN_LABEL, RemoteFuture, local_lines, watch
-from ._hub import Hub
-from ._map import CostEstimate, MapRun, MapSettings, calls_of, estimate, length_of
-from ._options import RUN_MOUNT, Options, build, resolve_secrets, sanitize
-from ._packing import Scan, check_function, pack_call, pack_function, pinned_dependencies, render_entry
+from ._config import current_hub, lease_seconds
+from ._engine import engine
+from ._future import RemoteFuture, local_lines, watch
+from ._map import CostEstimate, MapResults, MapRun, MapSettings, calls_of, estimate, length_of
+from ._options import Options, build
+from ._packing import check_function, pack_call
+from ._run import Run, chunk_name
 from ._schedule import ScheduledFunction, schedule
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def new_run_id() -> str:
-    """Sortable and unique: a UTC timestamp and 6 random hex digits (label-safe)."""
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.urandom(3).hex()}"
+def new_run(fn: Callable[..., Any], options: Options, run_id: str | None = None) -> Run:
+    """A run of `fn` with a lease, unless it is detached (its jobs then outlive this process)."""
+    run = Run(current_hub(), fn, options, run_id, None if options.detach else lease_seconds())
+    if options.detach:
+        engine().detach_run(run.run_id)
+    return run
+
+
+def launch_one(run: Run, call: bytes) -> RemoteFuture[Any]:
+    """Upload one call and create its job: the future of a `submit`."""
+    chunk = chunk_name(0, 1)
+    run.upload({chunk: [(0, call)]})
+    info = run.create(chunk)
+    future: RemoteFuture[Any] = RemoteFuture(run.hub, run.namespace, info, run.run_id, chunk, run.name, 0, run.layout)
+    future.code_files = run.code_files
+    if run.lease_ttl is not None:
+        release = engine().hold_lease(run.hub, run.bucket, run.layout.lease, run.lease_ttl)
+        future.add_done_callback(lambda _: release())
+    watch(future)
+    return future
 
 
 class RemoteFunction(Generic[P, R]):
@@ -70,7 +81,7 @@ class RemoteFunction(Generic[P, R]):
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> RemoteFuture[R]:
         """Start a job for this call and return its future at once."""
         inputs = pack_call(self._fn, args, kwargs)  # wrong or unpicklable arguments fail before any request
-        return Prepared(current_hub(), self._fn, self._options).launch_one(inputs)
+        return launch_one(new_run(self._fn, self._options), inputs)
 
     def map(
         self,
@@ -83,8 +94,9 @@ class RemoteFunction(Generic[P, R]):
         progress: bool | None = None,
         logs: str = "errors",
         max_cost_usd: float | None = None,
+        resume: str | None = None,
         **options: Any,
-    ) -> Generator[R, None, None]:
+    ) -> MapResults[R]:
         """`fn(*args)` for args zipped from the iterables, as jobs; results in input order (or as they come).
 
         Each job runs `chunksize` inputs; at most `max_parallel` jobs are unfinished at once. Inputs are
@@ -92,11 +104,13 @@ class RemoteFunction(Generic[P, R]):
         unfinished jobs and raises, unless `return_exceptions`. `progress` shows a bar (default: on a
         terminal); `logs` is "errors" (print failed inputs' log tails), "all" or "none".
         `max_cost_usd` refuses to launch jobs whose worst case (timeout x jobs x price) exceeds it.
+        The map's run id is `.run_id` of what this returns; `resume=<run id>` with the same inputs runs
+        only the inputs that have no result yet in that run (and waits for those whose jobs still run).
         """
         settings = MapSettings(
             chunksize, max_parallel, ordered, return_exceptions, retries, progress, logs, max_cost_usd
         )
-        return self._map(iterables, False, settings, options)
+        return self._map(iterables, False, settings, options, resume)
 
     def starmap(
         self,
@@ -109,24 +123,32 @@ class RemoteFunction(Generic[P, R]):
         progress: bool | None = None,
         logs: str = "errors",
         max_cost_usd: float | None = None,
+        resume: str | None = None,
         **options: Any,
-    ) -> Generator[R, None, None]:
+    ) -> MapResults[R]:
         """Like `map`, with each item of `iterable` unpacked as the arguments: `fn(*item)`."""
         settings = MapSettings(
             chunksize, max_parallel, ordered, return_exceptions, retries, progress, logs, max_cost_usd
         )
-        return self._map((iterable,), True, settings, options)
+        return self._map((iterable,), True, settings, options, resume)
 
     def _map(
-        self, iterables: tuple[Iterable[Any], ...], star: bool, run: MapSettings, options: dict[str, Any]
-    ) -> Generator[R, None, None]:
-        # Everything that can be checked is checked now, before the caller starts iterating (`run` was
-        # checked when made).
+        self,
+        iterables: tuple[Iterable[Any], ...],
+        star: bool,
+        settings: MapSettings,
+        options: dict[str, Any],
+        resume: str | None,
+    ) -> MapResults[R]:
+        # Everything that can be checked is checked now, before the caller starts iterating (`settings`
+        # was checked when made).
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        settings = build(self._options, **options) if options else self._options
-        prepared = Prepared(current_hub(), self._fn, settings)
-        return MapRun(prepared, calls_of(iterables, star), run, length_of(iterables)).__iter__()
+        if resume is not None and not isinstance(resume, str):
+            raise TypeError(f"resume={resume!r} must be the run id of an earlier map (a string)")
+        chosen = build(self._options, **options) if options else self._options
+        run = new_run(self._fn, chosen, resume)
+        return MapResults(MapRun(run, calls_of(iterables, star), settings, length_of(iterables), resume is not None))
 
     def map_cost(self, inputs: int | Sized, chunksize: int = 1, retries: int = 0, **options: Any) -> CostEstimate:
         """The worst case of a map before launching it: jobs x timeout x the flavor's price, counting the
@@ -161,107 +183,6 @@ def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-class Prepared:
-    """Everything checked and packed for a run, ready to upload: the part shared by all its calls."""
-
-    def __init__(self, hub: Hub, fn: Callable[..., Any], options: Options) -> None:
-        self.hub, self.fn, self.options = hub, fn, options
-        # Local checks first, then those that ask the platform: bad input costs no request.
-        self.secrets = resolve_secrets(options, hub.token)
-        scan = Scan(fn)
-        self.function = pack_function(fn, scan)
-        self.code_files = scan.code_files
-        explicit = list(options.dependencies)
-        self.dependencies = pinned_dependencies(scan, explicit) if options.detect_dependencies else explicit
-        self.entry = render_entry(options.python, self.dependencies)
-        self.run_id = new_run_id()
-        self.folder = f"runs/{self.run_id}"  # in the bucket; scheduled functions use schedules/<name>/<spec>
-        self.name = sanitize(str(options.name or getattr(fn, "__name__", "fn")))
-        self.namespace = hub.namespace(options.namespace)
-        hub.check_flavor(options.flavor)
-        self._uploaded = False
-
-    def upload(self, chunks: dict[str, list[tuple[int, bytes]]]) -> None:
-        """Upload chunks of inputs in one batch (with the entry script and function, the first time)."""
-        files: list[tuple[str | Path | bytes, str]] = []
-        if not self._uploaded:
-            manifest = {
-                "python": self.options.python,
-                "cloudpickle": cloudpickle.__version__,
-                "function": f"{self.fn.__module__}.{self.fn.__qualname__}",
-                "dependencies": self.dependencies,
-                "created": datetime.now(timezone.utc).isoformat(),
-            }
-            files += [
-                (self.entry.encode(), f"{self.folder}/entry.py"),
-                (json.dumps(manifest, indent=1).encode(), f"{self.folder}/manifest.json"),
-                (self.function, f"{self.folder}/function.pkl"),
-            ]
-        files += [(cloudpickle.dumps(calls), f"{self.folder}/inputs/{chunk}.pkl") for chunk, calls in chunks.items()]
-        self.hub.upload(self.bucket, files)
-        self._uploaded = True
-
-    @property
-    def bucket(self) -> str:
-        return self.hub.bucket(self.namespace)
-
-    def labels(self, chunk: str) -> dict[str, str]:
-        function = sanitize(f"{self.fn.__module__}.{self.fn.__qualname__}")
-        return {
-            **self.options.labels,
-            RUN_LABEL: self.run_id,
-            CALL_LABEL: chunk,
-            FUNCTION_LABEL: function,
-            "name": self.name,
-        }
-
-    def spec(self, chunk: str, each_run: bool = False) -> dict[str, Any]:
-        """The job spec (as `run_job` takes it) that runs one uploaded chunk with the run folder at /data."""
-        o = self.options
-        volumes = [
-            Volume(type="bucket", source=self.bucket, mount_path=RUN_MOUNT, read_only=False, path=self.folder),
-            *(
-                Volume(
-                    type=v.type,
-                    source=v.source,
-                    mount_path=v.mount_path,
-                    read_only=v.read_only,
-                    path=v.path,
-                    revision=v.revision,
-                )
-                for v in o.volumes
-            ),
-        ]
-        entry = [f"{RUN_MOUNT}/entry.py", *(["--each-run"] if each_run else []), chunk]
-        return {
-            "image": o.job_image,
-            "command": ["uv", "run", "--quiet", "--python", o.python, *entry],
-            "env": {"PYTHONUNBUFFERED": "1", **o.env},
-            "secrets": self.secrets or None,
-            "flavor": o.flavor,
-            "timeout": o.timeout,
-            "attempts": o.attempts if o.attempts > 1 else None,
-            "volumes": volumes,
-        }
-
-    def create(self, chunk: str) -> JobInfo:
-        """Create the job that runs one uploaded chunk (exactly once, whatever the network does)."""
-        return self.hub.run_job(
-            self.namespace,
-            labels=self.labels(chunk),
-            key={RUN_LABEL: self.run_id, CALL_LABEL: chunk},
-            **self.spec(chunk),
-        )
-
-    def launch_one(self, call: bytes) -> RemoteFuture[Any]:
-        self.upload({"0": [(0, call)]})
-        info = self.create("0")
-        future: RemoteFuture[Any] = RemoteFuture(self.hub, self.namespace, info, self.run_id, "0", self.name, 0)
-        future.code_files = self.code_files
-        watch(future)
-        return future
-
-
 _print_lock = threading.Lock()
 
 
@@ -270,9 +191,12 @@ def wait_streaming(future: RemoteFuture[R], options: Options) -> R:
     prefix = f"[{future.name} {future.job_id[:8]}] "
     try:
         if options.stream_logs:
-            for line in local_lines(future.logs(follow=True), future.code_files):
-                with _print_lock:
-                    print(prefix + line, file=sys.stderr, flush=True)
+            try:
+                for line in local_lines(future.logs(follow=True), future.code_files):
+                    with _print_lock:
+                        print(prefix + line, file=sys.stderr, flush=True)
+            except Exception as e:  # the logs are a courtesy: the call's outcome is its result
+                print(f"hfremote: stopped following the logs of job {future.job_id}: {e}", file=sys.stderr)
         return future.result()
     except KeyboardInterrupt:
         if options.detach:
@@ -283,6 +207,7 @@ def wait_streaming(future: RemoteFuture[R], options: Options) -> R:
             )
         else:
             future.cancel()
+            engine().flush()
             print(f"\nhfremote: cancelled job {future.job_id} ({future.url})", file=sys.stderr)
         raise
 

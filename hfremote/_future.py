@@ -1,15 +1,12 @@
-"""RemoteFuture, and the watcher thread that completes futures when their jobs end.
+"""RemoteFuture: the result of a function running as a job, completed by the engine (`_engine.py`).
 
-    submit ──► RemoteFuture (PENDING) ──► Watcher: one list request per tick per run (by label);
-                                             │ the log streams of a few running jobs, which end with them
-                                             │ a job reached a terminal stage
-                                             ▼
-                           download results/<call>.pkl from the run folder
+    submit ──► RemoteFuture (PENDING) ──► the engine sees its job end
+                           download the chunk's result file from the run folder
                            value → set_result · user exception → set_exception(original type,
                            remote traceback as __cause__) · no result → JobFailedError
 
-A future stays PENDING while its job runs, so `Future.cancel()` keeps its standard meaning; cancelling
-it also cancels the job.
+A future stays PENDING while its job runs, so `Future.cancel()` keeps its standard meaning: it changes
+the future's state at once, never blocks and never raises; the job's cancel is a queued request.
 """
 
 from __future__ import annotations
@@ -20,30 +17,24 @@ import contextlib
 import linecache
 import logging
 import re
-import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
 import cloudpickle
 from huggingface_hub import JobInfo
 
-from ._config import current_hub, poll_interval
-from ._entry import read_results
+from ._config import current_hub
+from ._engine import TERMINAL, engine
+from ._entry import SETUP_FAILURE, read_results
 from ._hub import BUCKET, Hub
+from ._run import CALL_LABEL, RUN_LABEL, Layout, chunk_indexes
 from .errors import BackendError, HFRemoteError, JobFailedError, RemoteTraceback
 
 R = TypeVar("R")
 log = logging.getLogger("hfremote")
-TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
-ACTIVE = ("SCHEDULING", "RUNNING")
-RUN_LABEL, CALL_LABEL, FUNCTION_LABEL = "hfremote-run", "hfremote-call", "hfremote-function"
 _LOG_TAIL = 20
-# Log streams held open at once, each ending when its job does: the watcher learns of those ends at
-# once instead of at its next tick (seconds apart on the Hub). Polling still sees every end.
-_MAX_END_STREAMS = 8
 
 
 class RemoteError(HFRemoteError):
@@ -58,7 +49,15 @@ class RemoteFuture(Future[R], Generic[R]):
     """The result of a function running as a job: a `concurrent.futures.Future` with the job attached."""
 
     def __init__(
-        self, hub: Hub, namespace: str, info: JobInfo, run_id: str, call: str, name: str = "", index: int | None = None
+        self,
+        hub: Hub,
+        namespace: str,
+        info: JobInfo,
+        run_id: str,
+        call: str,
+        name: str = "",
+        index: int | None = None,
+        layout: Layout | None = None,
     ) -> None:
         super().__init__()
         self._hub, self.namespace, self._info = hub, namespace, info
@@ -66,7 +65,8 @@ class RemoteFuture(Future[R], Generic[R]):
         self.index = index  # the input this future stands for (None when re-attached: the job's only one)
         self._followed = False
         self.code_files: dict[str, str] = {}  # function name -> its file here, for the remote traceback
-        self.folder = f"runs/{run_id}"  # the run folder in the bucket
+        self.layout = layout or Layout.of_job(info) or Layout.of_run(run_id)
+        self._release_lease: Any = None  # set when this future holds its run's lease
 
     # -- the job ---------------------------------------------------------------------------------
     @property
@@ -137,7 +137,7 @@ class RemoteFuture(Future[R], Generic[R]):
                     raise BackendError(f"could not read the logs of job {self.job_id}: {e}") from e
                 time.sleep(min(0.2 * 2**failures, 5.0))
             if self.stage in TERMINAL:
-                _watcher().look_now(self)  # the job has ended: complete the future now, not at the next tick
+                engine().look_now(self)  # the job has ended: complete the future now, not at the next tick
                 break
         yield from self._all_logs()[seen:]
 
@@ -149,17 +149,21 @@ class RemoteFuture(Future[R], Generic[R]):
         return self._hub.metrics(self.namespace, self.job_id)
 
     def cancel(self) -> bool:
-        """Cancel the job (unless it has finished already)."""
+        """Cancel the job (unless it has finished already): returns at once, the request is queued."""
         if not super().cancel():
             return False
-        _watcher().forget(self)
-        self._hub.cancel(self.namespace, self.job_id)
+        engine().forget(self)
+        engine().cancel_job(self._hub, self.namespace, self.job_id)
         return True
 
     # -- re-attach -------------------------------------------------------------------------------
     @classmethod
     def attach(cls, job_id: str, namespace: str | None = None) -> RemoteFuture[Any]:
-        """The future of a job started earlier (by this or another process), e.g. after a crash."""
+        """The future of a job started earlier (by this or another process), e.g. after a crash.
+
+        A job that ran one input gives that input's value; a job of a map that ran a chunk of inputs gives
+        a dict of each input's index to its value (or its exception).
+        """
         hub = current_hub()
         ns = hub.namespace(namespace or (job_id.split("/")[0] if "/" in job_id else None))
         job_id = job_id.split("/")[-1]
@@ -167,14 +171,24 @@ class RemoteFuture(Future[R], Generic[R]):
         labels = info.labels or {}
         if RUN_LABEL not in labels or CALL_LABEL not in labels:
             raise HFRemoteError(f"job {job_id} was not started by hfremote (it has no {RUN_LABEL} label)")
-        future: RemoteFuture[Any] = cls(hub, ns, info, labels[RUN_LABEL], labels[CALL_LABEL], labels.get("name", ""))
-        _watcher().watch(future)
+        run_id, call, name = labels[RUN_LABEL], labels[CALL_LABEL], labels.get("name", "")
+        indexes = chunk_indexes(call)
+        future: RemoteFuture[Any]
+        if indexes is not None and len(indexes) > 1:
+            future = ChunkFuture(hub, ns, info, run_id, call, name, list(indexes), values_only=True)
+        else:
+            future = cls(hub, ns, info, run_id, call, name)
+        engine().watch(future)
         return future
 
     def __repr__(self) -> str:
         return f"<RemoteFuture {self.name} job={self.job_id} stage={self._info.status.stage} state={self._state}>"
 
-    # -- completion (watcher only) ---------------------------------------------------------------
+    # -- completion (engine only) ----------------------------------------------------------------
+    def _fail(self, error: BaseException) -> None:
+        if self.set_running_or_notify_cancel():
+            self.set_exception(error)
+
     def _finish(self, info: JobInfo) -> None:
         self._info = info
         try:
@@ -193,7 +207,7 @@ class RemoteFuture(Future[R], Generic[R]):
             self.set_exception(value)
 
     def _result_path(self) -> str:
-        return f"{self.folder}/results/{self.call}.pkl"
+        return self.layout.results(self.call)
 
     def _failure(self, info: JobInfo) -> JobFailedError:
         """What an input that got no result raises: the job's stage, message, URL and last log lines."""
@@ -206,30 +220,59 @@ class RemoteFuture(Future[R], Generic[R]):
         return JobFailedError(self.job_id, str(info.status.stage), message, self.url, tail)
 
     def _outcome(self, info: JobInfo, data: bytes | None) -> tuple[bool, Any]:
-        outcomes = decode_results(data, self.code_files)
+        outcomes = self._decode(info, data)
         if self.index is None and len(outcomes) == 1:  # re-attached: the job's one input
             return next(iter(outcomes.values()))
         if self.index in outcomes:
             return outcomes[self.index]
         return False, self._failure(info)
 
+    def _decode(self, info: JobInfo, data: bytes | None) -> dict[int, tuple[bool, Any]]:
+        outcomes = decode_results(data, self.code_files)
+        for index, (ok, value) in outcomes.items():
+            if not ok and isinstance(value, _SetupFailure):  # the job could not set the call up
+                failure = JobFailedError(self.job_id, str(info.status.stage), value.message, self.url)
+                failure.__cause__ = value.__cause__
+                outcomes[index] = (False, failure)
+        return outcomes
 
-class ChunkFuture(RemoteFuture[dict[int, tuple[bool, Any]]]):
-    """The future of a job that runs several inputs: its result maps each input to (ok, value or error)."""
+
+class ChunkFuture(RemoteFuture[dict[int, Any]]):
+    """The future of a job that runs several inputs: its result maps each input to (ok, value or error),
+    or, for a future attached by job id (`values_only`), to the value or the exception itself."""
 
     def __init__(
-        self, hub: Hub, namespace: str, info: JobInfo, run_id: str, call: str, name: str, indexes: list[int]
+        self,
+        hub: Hub,
+        namespace: str,
+        info: JobInfo,
+        run_id: str,
+        call: str,
+        name: str,
+        indexes: list[int],
+        layout: Layout | None = None,
+        values_only: bool = False,
     ) -> None:
-        super().__init__(hub, namespace, info, run_id, call, name)
-        self.indexes = indexes
+        super().__init__(hub, namespace, info, run_id, call, name, layout=layout)
+        self.indexes, self.values_only = indexes, values_only
 
     def _outcome(self, info: JobInfo, data: bytes | None) -> tuple[bool, Any]:
-        outcomes = decode_results(data, self.code_files)
+        outcomes = self._decode(info, data)
         missing = [i for i in self.indexes if i not in outcomes]
         if missing:
             failure = self._failure(info)
             outcomes.update((i, (False, failure)) for i in missing)
+        if self.values_only:
+            return True, {index: value for index, (_, value) in sorted(outcomes.items())}
         return True, outcomes
+
+
+class _SetupFailure(HFRemoteError):
+    """A job's report that it could not set the call up (Python or cloudpickle mismatch)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def decode_results(data: bytes | None, code_files: dict[str, str] | None = None) -> dict[int, tuple[bool, Any]]:
@@ -280,8 +323,8 @@ def _decode_payload(data: bytes, code_files: dict[str, str]) -> tuple[bool, Any]
 
 
 def _rebuild(type_name: str, message: str) -> BaseException:
-    if type_name == "hfremote.errors.JobFailedError":
-        return HFRemoteError(message)
+    if type_name == SETUP_FAILURE:
+        return _SetupFailure(message)
     if type_name == "hfremote.errors.PicklingError":
         from .errors import PicklingError
 
@@ -295,165 +338,8 @@ def _rebuild(type_name: str, message: str) -> BaseException:
     return RemoteError(type_name, message)
 
 
-@dataclass(eq=False)
-class _Run:
-    hub: Hub
-    namespace: str
-    run_id: str
-    since: float
-    due: float
-    futures: dict[str, list[RemoteFuture[Any]]] = field(default_factory=dict)  # job id -> its futures
-
-    def interval(self) -> float:
-        """Quick looks while the run is young (short calls come back fast), then back off to spare the API."""
-        base = poll_interval(self.hub)
-        age = time.monotonic() - self.since
-        return min(base * (1 + age / 2.0), max(1.0, base * 10))
-
-
-class Watcher:
-    """One thread for the whole process: one list request per run with pending futures, when that run is due."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._runs: dict[tuple[int, str, str], _Run] = {}
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(4, thread_name_prefix="hfremote-results")
-        self._end_streams: set[str] = set()  # jobs whose log stream a thread follows to its end
-
-    def watch(self, future: RemoteFuture[Any]) -> None:
-        with self._lock:
-            key = (id(future._hub), future.namespace, future.run_id)
-            run = self._runs.get(key)
-            if run is None:
-                now = time.monotonic()
-                run = _Run(future._hub, future.namespace, future.run_id, now, now + poll_interval(future._hub))
-                self._runs[key] = run
-            watching = run.futures.setdefault(future.job_id, [])
-            if future not in watching:
-                watching.append(future)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="hfremote-watcher", daemon=True)
-                self._thread.start()
-        self._wake.set()
-
-    def look_now(self, future: RemoteFuture[Any]) -> None:
-        """Look at the future's run at once (its job is known to have ended)."""
-        with self._lock:
-            run = self._runs.get((id(future._hub), future.namespace, future.run_id))
-            if run is not None:
-                run.due = 0.0
-        self._wake.set()
-
-    def forget(self, future: RemoteFuture[Any]) -> None:
-        with self._lock:
-            run = self._runs.get((id(future._hub), future.namespace, future.run_id))
-            if run is not None:
-                watching = run.futures.get(future.job_id, [])
-                if future in watching:
-                    watching.remove(future)
-                if not watching:
-                    run.futures.pop(future.job_id, None)
-
-    def _loop(self) -> None:
-        while True:
-            now = time.monotonic()
-            with self._lock:
-                self._runs = {key: run for key, run in self._runs.items() if run.futures}
-                due = [run for run in self._runs.values() if run.due <= now]
-            for run in due:
-                self._tick(run)
-                run.due = time.monotonic() + run.interval()
-            with self._lock:
-                next_due = min((run.due for run in self._runs.values()), default=None)
-            self._wake.wait(5.0 if next_due is None else max(0.0, next_due - time.monotonic()))
-            self._wake.clear()
-
-    def _tick(self, run: _Run) -> None:
-        """One look at a run: its unfinished jobs in one list; the jobs that left that list, once each."""
-        # A look that fails is skipped, not retried at length: the next tick looks again, and one run
-        # whose endpoint is down must not hold up every other run's ticks.
-        try:
-            active = run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id}, list(ACTIVE), tries=1)
-        except BackendError as e:
-            log.warning("hfremote: could not list the jobs of run %s: %s", run.run_id, e)
-            return
-        with self._lock:
-            futures = {job_id: list(watching) for job_id, watching in run.futures.items()}
-        for info in active:
-            for future in futures.get(info.id, []):
-                future._info = info
-        self._stream_ends(run, [info.id for info in active if info.status.stage == "RUNNING" and info.id in futures])
-        for info in active:
-            futures.pop(info.id, None)
-        if not futures:
-            return
-        # What is left has finished: fetch each final state once (one listing when many finished at once).
-        try:
-            if len(futures) > 3:
-                done = run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id}, list(TERMINAL), tries=1)
-                finished = {info.id: info for info in done}
-            else:
-                finished = {job_id: run.hub.inspect(run.namespace, job_id, tries=1) for job_id in futures}
-        except BackendError as e:
-            log.warning("hfremote: could not read the finished jobs of run %s: %s", run.run_id, e)
-            return
-        for job_id in futures:
-            final = finished.get(job_id)
-            if final is not None and final.status.stage in TERMINAL:
-                self._complete(run, job_id, final)
-
-    def _complete(self, run: _Run, job_id: str, final: JobInfo) -> None:
-        """Complete the futures of a job that has ended (once: the tick and an end stream may both see it)."""
-        with self._lock:
-            watching = run.futures.pop(job_id, [])
-        for future in watching:
-            future._info = final
-            self._pool.submit(future._finish, final)
-
-    def _stream_ends(self, run: _Run, running: list[str]) -> None:
-        """Follow the log streams of running jobs (a few at a time) to learn the moment they end."""
-        for job_id in running:
-            with self._lock:
-                if len(self._end_streams) >= _MAX_END_STREAMS:
-                    return
-                watching = run.futures.get(job_id, [])
-                if job_id in self._end_streams or not watching or any(f._followed for f in watching):
-                    continue
-                self._end_streams.add(job_id)
-            threading.Thread(
-                target=self._await_end, args=(run, job_id), name=f"hfremote-end-{job_id}", daemon=True
-            ).start()
-
-    def _await_end(self, run: _Run, job_id: str) -> None:
-        try:
-            for _ in run.hub.log_stream(run.namespace, job_id, True, tail=1):
-                pass  # only the end matters: the stream ends with the job
-            final = run.hub.inspect(run.namespace, job_id)
-            if final.status.stage in TERMINAL:
-                self._complete(run, job_id, final)
-        except Exception:  # a courtesy: the watcher's polling sees the end anyway
-            pass
-        finally:
-            with self._lock:
-                self._end_streams.discard(job_id)
-            self._wake.set()
-
-
-_WATCHER: list[Watcher] = []
-_WATCHER_LOCK = threading.Lock()
-
-
-def _watcher() -> Watcher:
-    with _WATCHER_LOCK:
-        if not _WATCHER:
-            _WATCHER.append(Watcher())
-        return _WATCHER[0]
-
-
 def watch(future: RemoteFuture[Any]) -> None:
-    _watcher().watch(future)
+    engine().watch(future)
 
 
 def wait(

@@ -76,12 +76,11 @@ def _quiet() -> Iterator[None]:
                 enable_progress_bars()
 
 
-_SCHEDULED_ACTIONS = {
+_SCHEDULED_ACTIONS = {  # each one sets a state, so repeating it after a lost answer changes nothing more
     "inspect": "inspect_scheduled_job",
     "delete": "delete_scheduled_job",
     "suspend": "suspend_scheduled_job",
     "resume": "resume_scheduled_job",
-    "trigger": "trigger_scheduled_job",
     "update_schedule": "update_scheduled_job_schedule",
 }
 
@@ -259,11 +258,32 @@ class Hub:
 
         return self.call("listing scheduled jobs", fetch)
 
-    def create_scheduled(self, namespace: str, **spec: Any) -> ScheduledJobInfo:
-        # No idempotency key exists for scheduled jobs: a duplicate from a lost answer is removed by the
-        # caller's deduplication (the oldest one with the same name label wins).
+    def create_scheduled(self, namespace: str, key: dict[str, str], **spec: Any) -> ScheduledJobInfo:
+        """Create a scheduled job once; `key` (a subset of its labels) finds it if the answer was lost."""
+
+        def lookup() -> ScheduledJobInfo | None:
+            found = self.list_scheduled(namespace, key)
+            return found[0] if found else None
+
         return self.call(
-            "creating the scheduled job", lambda: self.api.create_scheduled_job(namespace=namespace, **spec)
+            "creating the scheduled job",
+            lambda: self.api.create_scheduled_job(namespace=namespace, **spec),
+            on_lost=lambda: self.call("looking up the scheduled job", lookup),
+        )
+
+    def trigger_scheduled(self, namespace: str, sched_id: str, labels: dict[str, str]) -> JobInfo:
+        """Run a scheduled job now, once: if the answer is lost, the job it made is looked up (by its
+        labels, among the jobs that were not there before) instead of triggering again."""
+        before = {info.id for info in self.list_jobs(namespace, labels)}
+
+        def lookup() -> JobInfo | None:
+            new = [info for info in self.list_jobs(namespace, labels) if info.id not in before]
+            return min(new, key=lambda info: (info.created_at is None, info.created_at, info.id)) if new else None
+
+        return self.call(
+            f"triggering scheduled job {sched_id}",
+            lambda: self.api.trigger_scheduled_job(scheduled_job_id=sched_id, namespace=namespace),
+            on_lost=lookup,
         )
 
     def scheduled(self, namespace: str, action: str, sched_id: str, **extra: Any) -> Any:

@@ -14,22 +14,27 @@ function's own exception, unless `return_exceptions`.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import sys
 import threading
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from huggingface_hub import JobInfo
 
-from ._future import TERMINAL, ChunkFuture, local_lines, watch
+from ._engine import TERMINAL, engine
+from ._future import ChunkFuture, local_lines, watch
+from ._mapbook import Chunk, MapBook
 from ._options import Options
 from ._packing import pack_calls
+from ._remote_run import read_run
+from ._run import Run
 from .errors import OptionsError, RemoteTraceback
+
+R = TypeVar("R")
 
 LOG_MODES = ("errors", "all", "none")
 _CREATE_THREADS = 8
@@ -92,118 +97,131 @@ class MapRun:
 
     def __init__(
         self,
-        prepared: Any,  # a _function.Prepared: packed function, options, the platform
+        run: Run,
         calls: Iterator[tuple[tuple[Any, ...], dict[str, Any]]],
         settings: MapSettings,
         total: int | None,
+        resume: bool = False,
     ) -> None:
-        self.prepared, self.calls, self.total = prepared, calls, total
-        chunksize, max_parallel = self.chunksize, self.max_parallel = settings.chunksize, settings.max_parallel
-        self.ordered, self.return_exceptions = settings.ordered, settings.return_exceptions
-        self.retries, self.logs, self.max_cost_usd = settings.retries, settings.logs, settings.max_cost_usd
-        options: Options = prepared.options
-        self._price = prepared.hub.hardware()[options.flavor]["price_per_minute"]
+        self.run, self.calls, self.total, self.resume = run, calls, total, resume
+        self.settings = settings
+        self.book = MapBook(
+            settings.chunksize, settings.max_parallel, settings.ordered, settings.return_exceptions, settings.retries
+        )
+        self.logs, self.max_cost_usd = settings.logs, settings.max_cost_usd
+        options = run.options
+        self._price = run.hub.hardware()[options.flavor]["price_per_minute"]
         self._job_worst = options.timeout / 60 * self._price * options.attempts
-        if total is not None:  # a sized input: its whole worst case is refused before any job
-            cost = estimate(self._price, options, total, chunksize, self.retries)
+        if total is not None and not resume:  # a sized input: its whole worst case is refused before any job
+            cost = estimate(self._price, options, total, settings.chunksize, settings.retries)
             self._refuse_over(cost.worst_case_usd, f" ({cost})")
-        # Chunks uploaded ahead of their jobs: enough to fill every slot, about 4096 inputs at most beyond that.
-        self._window = max(max_parallel, min(2 * max_parallel, -(-4096 // chunksize)), 1)
-        self._counter = itertools.count()
-        self._next_index = 0
-        self._exhausted = False
-        self._uploaded: list[tuple[str, list[tuple[int, bytes]]]] = []  # chunks uploaded, no job yet
-        self._running: dict[ChunkFuture, list[tuple[int, bytes]]] = {}
-        self._retry: list[tuple[int, bytes]] = []
-        self._tries: dict[int, int] = {}
-        self._done: dict[int, tuple[bool, Any]] = {}  # finished, not yet yielded
-        self._error: BaseException | None = None  # the failure that ends the map (without return_exceptions)
-        self._next_yield = 0
-        self._jobs = self._failed = self._finished = 0
+        self._queued: list[Chunk] = []  # chunks uploaded, no job yet
+        self._running: dict[ChunkFuture, dict[int, bytes]] = {}
+        self._covered: dict[int, tuple[bool, Any] | None] = {}  # resumed: a result, or None (a job runs it)
+        self._jobs = 0
         self._cost_done = 0.0
         self._bar: Any = None
         self._progress = settings.progress if settings.progress is not None else sys.stderr.isatty()
         self._log_threads: list[threading.Thread] = []
+        self._release_lease: Callable[[], None] | None = None
 
     # -- the loop --------------------------------------------------------------------------------
     def __iter__(self) -> Generator[Any, None, None]:
+        book = self.book
         self._open_bar()
+        if self.run.lease_ttl is not None:
+            self._release_lease = engine().hold_lease(
+                self.run.hub, self.run.bucket, self.run.layout.lease, self.run.lease_ttl
+            )
         try:
+            if self.resume:
+                self._adopt()
             while True:
                 self._launch()
-                yield from self._ready()
-                if not self._running and not self._uploaded and not self._retry and self._exhausted:
+                yield from book.ready()
+                if book.over(len(self._running), len(self._queued)):
                     break
                 self._collect()
-                yield from self._ready()
-                if self._error is not None:  # after the results that come before it
-                    raise self._error
+                yield from book.ready()
+                if book.error is not None:  # after the results that come before it
+                    raise book.error
             deadline = time.monotonic() + 10.0  # every job has ended: print their last followed lines first
             for thread in self._log_threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
         except KeyboardInterrupt:
+            if self.run.options.detach:
+                print(
+                    f"\nhfremote: map interrupted; detached: its {len(self._running)} job(s) keep running. "
+                    f"Attach with hfremote.RemoteRun.attach({self.run.run_id!r})",
+                    file=sys.stderr,
+                )
+                raise
             count = self._cancel_all()
             print(f"\nhfremote: map interrupted; cancelled {count} unfinished job(s)", file=sys.stderr)
             raise
-        except GeneratorExit:
-            self._cancel_all()  # the caller stopped iterating: stop paying for what it will not read
-            raise
-        except BaseException:
+        except BaseException:  # a failure, or the caller stopped iterating: stop paying for what it will not read
             self._cancel_all()
             raise
         finally:
+            if self._release_lease is not None:
+                self._release_lease()
             self._close_bar()
 
-    def _ready(self) -> Iterator[Any]:
-        if self.ordered:
-            while self._next_yield in self._done:
-                yield self._emit(self._done.pop(self._next_yield))
-                self._next_yield += 1
-        else:
-            while self._done:
-                self._next_yield += 1  # unordered: a count of the values yielded (what `ahead` subtracts)
-                yield self._emit(self._done.pop(next(iter(self._done))))
-
-    def _emit(self, outcome: tuple[bool, Any]) -> Any:
-        return outcome[1]  # failures only get here with return_exceptions: the others raised in _collect
+    # -- resuming --------------------------------------------------------------------------------
+    def _adopt(self) -> None:
+        """Take over what an earlier process left of this run: results, and jobs still running."""
+        state = read_run(self.run.hub, self.run.namespace, self.run.run_id, self.run.code_files)
+        self.book._taken.update(state.chunks)
+        for index, outcome in state.outcomes.items():
+            self._covered[index] = outcome
+        for future in state.running:
+            future.code_files = self.run.code_files
+            watch(future)
+            self._running[future] = dict.fromkeys(future.indexes, b"")  # no retry: this process never packed them
+            for index in future.indexes:
+                self._covered.setdefault(index, None)
+            self._jobs += 1
 
     # -- launching -------------------------------------------------------------------------------
     def _take_inputs(self, count: int) -> list[tuple[int, bytes]]:
         """Up to `count` inputs from the caller's iterator, packed; an error in the iterator stops the map."""
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-        while len(calls) < count and not self._exhausted:
+        while len(calls) < count and not self.book.exhausted:
             try:
                 calls.append(next(self.calls))
             except StopIteration:
-                self._exhausted = True
-        first, self._next_index = self._next_index, self._next_index + len(calls)
-        return list(zip(itertools.count(first), pack_calls(self.prepared.fn, calls), strict=False))
+                self.book.exhausted = True
+        indexes = self.book.read(len(calls))
+        if self._covered:  # resumed: inputs with a result, or a job of the earlier process, are not run again
+            fresh = []
+            for index, call in zip(indexes, calls, strict=True):
+                if index not in self._covered:
+                    fresh.append((index, call))
+                    continue
+                known = self._covered.pop(index)
+                if known is not None:
+                    self.book.record({index: b""}, {index: known})
+            return list(zip([i for i, _ in fresh], pack_calls(self.run.fn, [c for _, c in fresh]), strict=True))
+        return list(zip(indexes, pack_calls(self.run.fn, calls), strict=True))
 
     def _launch(self) -> None:
-        # Results may not run too far ahead of the one awaited next (ordered), so memory stays flat.
-        ahead = self._next_index - self._next_yield
-        room = self.max_parallel - len(self._running)
+        book = self.book
+        room = book.max_parallel - len(self._running)
         if room <= 0:
             return
-        # Retries were read already: they go whatever `ahead` is (or a failed input awaited next would stall).
-        read_more = not self._exhausted and ahead < self._window * self.chunksize * 2
-        if not self._uploaded and (self._retry or read_more):
-            chunks: list[list[tuple[int, bytes]]] = []
-            while self._retry and len(chunks) < self._window:
-                chunks.append(self._retry[: self.chunksize])
-                del self._retry[: self.chunksize]
-            if read_more:
-                taken = self._take_inputs((self._window - len(chunks)) * self.chunksize)
-                chunks += [taken[i : i + self.chunksize] for i in range(0, len(taken), self.chunksize)]
-            named = [(str(next(self._counter)), calls) for calls in chunks if calls]
-            if named:
-                self._check_cost(len(named))
-                self.prepared.upload(dict(named))
-                self._uploaded.extend(named)
-        batch, self._uploaded = self._uploaded[:room], self._uploaded[room:]
+        if not self._queued:
+            chunks = book.take_retries(book.window)
+            want = book.to_read()
+            if want and len(chunks) < book.window:
+                chunks += book.cut(self._take_inputs(want - len(chunks) * book.chunksize))
+            if chunks:
+                self._check_cost(len(chunks))
+                self.run.upload({chunk.name: chunk.calls for chunk in chunks})
+                self._queued.extend(chunks)
+        batch, self._queued = self._queued[:room], self._queued[room:]
         if batch:
             pool = ThreadPoolExecutor(min(_CREATE_THREADS, len(batch)), thread_name_prefix="hfremote-create")
-            creations = [pool.submit(self.prepared.create, chunk) for chunk, _ in batch]
+            creations = [pool.submit(self.run.create, chunk.name) for chunk in batch]
             pool.shutdown(wait=False)
             try:
                 wait_futures(creations)  # (a thread's join() that Ctrl-C interrupts may not be waited on again)
@@ -218,30 +236,24 @@ class MapRun:
                 raise failures[0]
             self._refresh_bar()
 
-    def _track(self, batch: list[tuple[str, list[tuple[int, bytes]]]], creations: list[Future[JobInfo]]) -> None:
+    def _track(self, batch: list[Chunk], creations: list[Future[JobInfo]]) -> None:
         """Watch the jobs that were created."""
-        for (chunk, calls), creation in zip(batch, creations, strict=True):
+        for chunk, creation in zip(batch, creations, strict=True):
             if not creation.done() or creation.exception() is not None:
                 continue
-            info = creation.result()
+            run = self.run
             future = ChunkFuture(
-                self.prepared.hub,
-                self.prepared.namespace,
-                info,
-                self.prepared.run_id,
-                chunk,
-                self.prepared.name,
-                [index for index, _ in calls],
+                run.hub, run.namespace, creation.result(), run.run_id, chunk.name, run.name, chunk.indexes, run.layout
             )
-            future.code_files = self.prepared.code_files
+            future.code_files = run.code_files
             watch(future)
-            self._running[future] = calls
+            self._running[future] = dict(chunk.calls)
             self._jobs += 1
             if self.logs == "all":
                 self._follow_logs(future)
 
     def _check_cost(self, new_jobs: int) -> None:
-        self._refuse_over((self._jobs + len(self._uploaded) + new_jobs) * self._job_worst, " (jobs x timeout x price)")
+        self._refuse_over((self._jobs + len(self._queued) + new_jobs) * self._job_worst, " (jobs x timeout x price)")
 
     def _refuse_over(self, worst: float, how: str) -> None:
         if self.max_cost_usd is not None and worst > self.max_cost_usd:
@@ -254,45 +266,28 @@ class MapRun:
     def _collect(self) -> None:
         finished, _ = wait_futures(list(self._running), timeout=0.5, return_when=FIRST_COMPLETED)
         self._refresh_bar()
-        done = [f for f in self._running if f in finished]  # typed as ChunkFutures, in launch order
-        failures: dict[int, BaseException] = {}
-        for future in done:
+        for future in [f for f in self._running if f in finished]:  # in launch order
             calls = self._running.pop(future)
             self._cost_done += future.cost or 0.0
             exc = future.exception()
             outcomes: dict[int, tuple[bool, Any]] = (
-                {index: (False, exc) for index, _ in calls} if exc is not None else future.result()
+                dict.fromkeys(calls, (False, exc)) if exc is not None else future.result()
             )
-            by_index = dict(calls)
-            for index, (ok, value) in sorted(outcomes.items()):
-                if index not in by_index:
-                    continue
-                if not ok and self._tries.get(index, 0) < self.retries:
-                    self._tries[index] = self._tries.get(index, 0) + 1
-                    self._retry.append((index, by_index[index]))
-                    continue
-                self._tries.pop(index, None)
-                self._finished += 1
-                if not ok:
-                    self._failed += 1
-                    if self.logs != "none":
-                        self._print_failure(index, future, value)
-                    if not self.return_exceptions:
-                        failures.setdefault(index, value)
-                        continue
-                self._done[index] = (ok, value)
-        if failures:  # money first: stop every job now; what finished before the failure is still yielded
+            for index, error in self.book.record(calls, outcomes):
+                if self.logs != "none":
+                    self._print_failure(index, future, error)
+        if self.book.error is not None:  # money first: stop every job now; what finished before is still yielded
             self._cancel_all()
-            self._error = failures[min(failures)]
         self._refresh_bar()
 
     def _cancel_all(self) -> int:
+        """Cancel every unfinished job of the map; a failing cancel never hides the error being raised."""
         unfinished = [f for f in self._running if not f.done()]
         self._running.clear()
-        self._uploaded.clear()
-        if unfinished:
-            with ThreadPoolExecutor(min(_CREATE_THREADS, len(unfinished))) as pool:
-                list(pool.map(lambda f: f.cancel(), unfinished))
+        self._queued.clear()
+        for future in unfinished:
+            future.cancel()  # a local change; the requests are queued
+        engine().flush()
         return len(unfinished)
 
     # -- observability ---------------------------------------------------------------------------
@@ -330,7 +325,7 @@ class MapRun:
             return
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=self.total, desc=self.prepared.name, unit="input", file=sys.stderr, leave=True)
+        self._bar = tqdm(total=self.total, desc=self.run.name, unit="input", file=sys.stderr, leave=True)
 
     def _refresh_bar(self) -> None:
         if self._bar is None:
@@ -339,9 +334,9 @@ class MapRun:
         running = sum(1 for stage in stages if stage == "RUNNING")
         queued = sum(1 for stage in stages if stage not in TERMINAL and stage != "RUNNING")
         cost = self._cost_done + sum(f.cost or 0.0 for f in self._running)
-        self._bar.n = self._finished
+        self._bar.n = self.book.finished
         self._bar.set_postfix_str(
-            f"running={running} queued={queued} failed={self._failed} cost=${cost:.4f}", refresh=False
+            f"running={running} queued={queued} failed={self.book.failed} cost=${cost:.4f}", refresh=False
         )
         self._bar.refresh()
 
@@ -349,6 +344,28 @@ class MapRun:
         if self._bar is not None:
             self._refresh_bar()
             self._bar.close()
+
+
+class MapResults(Iterator[R]):
+    """What `map` returns: an iterator of the results, with the map's `run_id` (to attach or resume it)."""
+
+    def __init__(self, run: MapRun) -> None:
+        self.run_id = run.run.run_id
+        self._values = run.__iter__()
+
+    def __iter__(self) -> MapResults[R]:
+        return self
+
+    def __next__(self) -> R:
+        value: R = next(self._values)
+        return value
+
+    def close(self) -> None:
+        """Stop the map: its unfinished jobs are cancelled."""
+        self._values.close()
+
+    def __repr__(self) -> str:
+        return f"<MapResults run_id={self.run_id!r}>"
 
 
 def calls_of(iterables: tuple[Iterable[Any], ...], star: bool) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:

@@ -17,7 +17,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from .errors import OptionsError
 
-RUN_MOUNT = "/data"  # where the run folder is mounted in the job
+RUN_MOUNT = "/hfremote"  # where the run's shared files and the job's chunk are mounted in the job
 LABEL_PREFIX = "hfremote-"
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -145,9 +145,10 @@ def _checked_mount(mount: Mount) -> Mount:
     if not _REPO_RE.match(mount.source):
         raise OptionsError(f"volume source {mount.source!r} is not 'namespace/name'")
     mp = mount.mount_path
-    if not mp.startswith("/") or mp.rstrip("/") in ("", RUN_MOUNT) or ".." in mp.split("/"):
+    reserved = mp.rstrip("/") == RUN_MOUNT or mp.startswith(f"{RUN_MOUNT}/")
+    if not mp.startswith("/") or mp.rstrip("/") == "" or reserved or ".." in mp.split("/"):
         raise OptionsError(
-            f"volume mount path {mp!r} is not allowed: use an absolute path other than / and {RUN_MOUNT} "
+            f"volume mount path {mp!r} is not allowed: use an absolute path other than / and outside {RUN_MOUNT} "
             f"({RUN_MOUNT} holds hfremote's run folder)"
         )
     return mount

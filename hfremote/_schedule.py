@@ -8,7 +8,8 @@
 
 The name (module and qualified name, or `name=`) is a label on the scheduled job and on every run,
 so deploys find it again and `runs()` finds its runs. Each run keeps its result under its own name
-(`results/<job id>.pkl`), so runs never overwrite each other.
+(`results-<job id>.pkl` in its chunk folder), so runs never overwrite each other. Every write to the
+platform looks up by label before it is retried: a lost answer never makes a second schedule or run.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from huggingface_hub import JobInfo
 
 from ._config import current_hub
 from ._cron import schedule_problem
-from ._future import RUN_LABEL, RemoteFuture, watch
+from ._future import RemoteFuture, watch
 from ._hub import BUCKET, Hub
-from ._options import RUN_MOUNT, Options, build, sanitize
+from ._options import Options, build, sanitize
 from ._packing import Scan, check_function, pack_call
+from ._run import CALL_LABEL, RUN_LABEL, Layout, Run, chunk_name
 from .errors import BackendError, HFRemoteError, OptionsError
 
 P = ParamSpec("P")
@@ -76,7 +78,7 @@ class ScheduledRun(RemoteFuture[R]):
     """One run of a scheduled function; its result file is named after the run's job."""
 
     def _result_path(self) -> str:
-        return f"{self.folder}/results/{self.job_id}.pkl"
+        return self.layout.results(self.call, self.job_id)
 
     def _outcome(self, info: JobInfo, data: bytes | None) -> tuple[bool, Any]:
         if data is None:  # a platform that sets no JOB_ID: the entry script logged the name it chose
@@ -84,7 +86,9 @@ class ScheduledRun(RemoteFuture[R]):
                 for line in self._all_logs():
                     if line.startswith(_RESULT_MARKER):
                         name = line[len(_RESULT_MARKER) :].strip()
-                        data = self._hub.download(f"{self.namespace}/{BUCKET}", f"{self.folder}/{name}")
+                        data = self._hub.download(
+                            f"{self.namespace}/{BUCKET}", f"{self.layout.chunk(self.call)}/{name}"
+                        )
                         break
         return super()._outcome(info, data)
 
@@ -123,15 +127,13 @@ class ScheduledFunction(Generic[P, R]):
     # -- deploy ----------------------------------------------------------------------------------
     def deploy(self, *args: P.args, **kwargs: P.kwargs) -> Deployment:
         """Create or update the scheduled job so it runs `fn(*args, **kwargs)` on the schedule. Idempotent."""
-        from ._function import Prepared  # the run machinery of @remote, shared
-
         call = pack_call(self._fn, args, kwargs)  # a bad argument fails before any request
         hub = current_hub()
-        prepared = Prepared(hub, self._fn, self._options)
+        prepared = Run(hub, self._fn, self._options)  # no lease: a schedule's runs have no client to outlive
         prepared.name = self.name
         digest = self._digest(prepared, call)
         prepared.run_id = f"{self.name[:80]}-{digest}"
-        prepared.folder = f"schedules/{self.name}/{digest}"
+        prepared.layout = Layout(f"schedules/{self.name}/{digest}")
         existing = self._existing(hub, prepared.namespace)
         current = existing[0] if existing else None
         if current is not None and (current.job_spec.labels or {}).get(SPEC_LABEL) == digest:
@@ -139,15 +141,17 @@ class ScheduledFunction(Generic[P, R]):
                 return Deployment(self.name, "unchanged", current.id, self.schedule)
             hub.scheduled(prepared.namespace, "update_schedule", current.id, schedule=self.schedule)
             return Deployment(self.name, "rescheduled", current.id, self.schedule)
-        prepared.upload({"0": [(0, call)]})
-        labels = {**prepared.labels("0"), SCHEDULE_LABEL: self.name, SPEC_LABEL: digest}
+        chunk = chunk_name(0, 1)
+        prepared.upload({chunk: [(0, call)]})
+        labels = {**prepared.labels(chunk), SCHEDULE_LABEL: self.name, SPEC_LABEL: digest}
         created = hub.create_scheduled(
             prepared.namespace,
+            key={SCHEDULE_LABEL: self.name, SPEC_LABEL: digest},
             schedule=self.schedule,
             suspend=self.suspended_on_deploy,
             concurrency=self.concurrency,
             labels=labels,
-            **prepared.spec("0", each_run=True),
+            **prepared.spec(chunk, each_run=True),
         )
         # Two deploys racing may both create: keep the oldest of the newest spec, drop the rest.
         survivors = [s for s in self._existing(hub, prepared.namespace) if s.id not in {e.id for e in existing}]
@@ -156,10 +160,10 @@ class ScheduledFunction(Generic[P, R]):
             _delete_scheduled(hub, prepared.namespace, stale.id)
         return Deployment(self.name, "updated" if existing else "created", keep.id, self.schedule)
 
-    def _digest(self, prepared: Any, call: bytes) -> str:
+    def _digest(self, prepared: Run, call: bytes) -> str:
         """What makes a deployment different: code, arguments, job spec, secret values (hashed), schedule options."""
-        spec = prepared.spec("0", each_run=True)
-        spec["volumes"] = [repr(v) for v in spec["volumes"][1:]]
+        spec = prepared.spec(chunk_name(0, 1), each_run=True)
+        spec["volumes"] = [repr(v) for v in spec["volumes"][2:]]
         spec["secrets"] = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in (spec["secrets"] or {}).items()}
         h = hashlib.sha256()
         for part in (
@@ -201,7 +205,7 @@ class ScheduledFunction(Generic[P, R]):
     def trigger(self) -> ScheduledRun[R]:
         """Run it now (outside the schedule); the run's future."""
         hub, namespace, sched = self._current()
-        info: JobInfo = hub.scheduled(namespace, "trigger", sched.id)
+        info: JobInfo = hub.trigger_scheduled(namespace, sched.id, {SCHEDULE_LABEL: self.name})
         return self._future(hub, namespace, info)
 
     def runs(self, limit: int = 10) -> list[ScheduledRun[R]]:
@@ -225,9 +229,9 @@ class ScheduledFunction(Generic[P, R]):
             if known is not None:
                 return known
             labels = info.labels or {}
-            future: ScheduledRun[R] = ScheduledRun(hub, namespace, info, labels.get(RUN_LABEL, ""), info.id, self.name)
-            mounts = [v for v in info.volumes or [] if v.mount_path == RUN_MOUNT]
-            future.folder = (mounts[0].path if mounts else None) or future.folder
+            future: ScheduledRun[R] = ScheduledRun(
+                hub, namespace, info, labels.get(RUN_LABEL, ""), labels.get(CALL_LABEL, chunk_name(0, 1)), self.name
+            )
             future.code_files = self._code_files
             _runs[(id(hub), namespace, info.id)] = future
         watch(future)
@@ -281,6 +285,8 @@ def control(name: str, action: str, namespace: str | None = None) -> Any:
         if files:
             hub.delete(bucket, files)
         return None
+    if action == "trigger":
+        return hub.trigger_scheduled(ns, found[-1].id, {SCHEDULE_LABEL: name})
     return hub.scheduled(ns, action, found[-1].id)
 
 

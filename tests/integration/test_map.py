@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from helpers import Lines, MyError, hfremote_on, poll, subprocess_env
 from huggingface_hub import HfApi
 
 import hfremote
-from hfremote import RemoteFuture, remote
+from hfremote import MapResults, RemoteFuture, remote
 from hfremote.emulator import Emulator
 
 RUN_LABEL = "hfremote-run"
@@ -375,7 +375,7 @@ def test_leaving_the_loop_early_cancels(wide: Emulator, how: str) -> None:
     else:
         results = lazy.map(range(4), max_parallel=4)
         assert next(results) == 0
-        assert isinstance(results, Generator)  # map returns a generator: close() stops it
+        assert isinstance(results, MapResults)  # close() stops the map
         results.close()
         del results
     gc.collect()

@@ -49,7 +49,7 @@ def _chunks_of_jobs(emulator: Emulator) -> dict[tuple[str, str], list[int]]:
     api = HfApi(endpoint=emulator.endpoint, token=emulator.token)
     with tempfile.TemporaryDirectory() as tmp:
         wanted: list[tuple[str | BucketFile, str | Path]] = [
-            (f"runs/{run}/inputs/{call}.pkl", Path(tmp) / f"{run}-{call}.pkl") for run, call in keys
+            (f"runs/{run}/chunks/{call}/inputs.pkl", Path(tmp) / f"{run}-{call}.pkl") for run, call in keys
         ]
         api.download_bucket_files(f"{emulator.user}/hfremote", wanted, raise_on_missing_files=True)
         chunks: dict[tuple[str, str], list[int]] = {}

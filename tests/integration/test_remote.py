@@ -658,7 +658,7 @@ def test_labels(remote_emulator: Emulator, api: HfApi) -> None:
     assert future.result(timeout=RESULT_TIMEOUT) == 1
     labels = api.inspect_job(job_id=future.job_id, namespace=remote_emulator.user).labels or {}
     assert labels["hfremote-run"] == future.run_id
-    assert labels["hfremote-call"] == "0"
+    assert labels["hfremote-call"] == "0-1"  # the chunk: input 0, one input
     assert labels["hfremote-function"] == f"{__name__}-test_labels-locals-labelled"
     assert labels["name"] == "labelled"
     assert labels["team"] == "zoo"

@@ -117,8 +117,8 @@ CASES = [
     Case("env-non-string", deco(env={"GOOD": 3}), OptionsError, ("GOOD", "string")),
     Case("env-secret-clash", deco(env={"TOKEN": "a"}, secrets={"TOKEN": "b"}), OptionsError, ("TOKEN", "both")),
     # -- volumes ---------------------------------------------------------------------------------------
-    Case("mount-reserved", deco(volumes=[_volume("/data")]), OptionsError, ("/data", "run folder")),
-    Case("mount-reserved-slash", deco(volumes=[_volume("/data/")]), OptionsError, ("/data",)),
+    Case("mount-reserved", deco(volumes=[_volume("/hfremote")]), OptionsError, ("/hfremote", "run folder")),
+    Case("mount-reserved-under", deco(volumes=[_volume("/hfremote/chunk")]), OptionsError, ("/hfremote",)),
     Case("mount-root", deco(volumes=[_volume("/")]), OptionsError, ("mount path",)),
     Case("mount-relative", deco(volumes=[_volume("mnt")]), OptionsError, ("'mnt'", "absolute")),
     Case("mount-dotdot", deco(volumes=[_volume("/mnt/../data")]), OptionsError, ("mount path",)),

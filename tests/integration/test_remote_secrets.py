@@ -75,10 +75,11 @@ def test_secrets_reach_the_job_and_leak_nowhere(
         logs = "\n".join(api.fetch_job_logs(job_id=record["id"], namespace=ns))
         assert_clean(f"the logs of job {record['id']}", logs)
 
-    # every file of the run folders: entry.py, manifest.json, function.pkl, inputs/*.pkl, results/*.pkl
+    # every file of the run folders: shared/{entry.py, manifest.json, function.pkl, lease}, chunks/*/*.pkl
     files = [item.path for item in api.list_bucket_tree(f"{ns}/hfremote", recursive=True) if item.type == "file"]
     names = {path.split("/", 2)[2] for path in files}
-    assert {"entry.py", "manifest.json", "function.pkl", "inputs/0.pkl", "results/0.pkl"} <= names
+    shared = {"shared/entry.py", "shared/manifest.json", "shared/function.pkl", "shared/lease"}
+    assert shared | {"chunks/0-1/inputs.pkl", "chunks/0-1/results.pkl"} <= names
     assert len([p for p in files if p.endswith("manifest.json")]) == 2
     dest = tmp_path / "bucket"
     api.download_bucket_files(f"{ns}/hfremote", [(path, dest / path) for path in files], raise_on_missing_files=True)

@@ -188,8 +188,8 @@ def test_schedule_fires_and_runs_keep_their_own_results(remote_emulator: Emulato
     assert [r.job_id for r in runs] == [fired_again[0], fired[0]]  # newest first
     assert [r.result(RESULT_TIMEOUT)["job"] for r in runs] == [fired_again[0], fired[0]]
     results = _files(remote_emulator, "schedules/hourly-board")
-    assert sorted(p.rsplit("/", 1)[1] for p in results if "/results/" in p) == sorted(
-        f"{job}.pkl" for job in fired + fired_again
+    assert sorted(p.rsplit("/", 1)[1] for p in results if "/results-" in p) == sorted(
+        f"results-{job}.pkl" for job in fired + fired_again
     )
     assert len(fn.runs(limit=1)) == 1
 
@@ -233,7 +233,7 @@ def test_delete_removes_the_scheduled_job_and_its_files(remote_emulator: Emulato
     fn = _schedule("@hourly", refresh, name="doomed")
     fn.deploy()
     assert fn.trigger().result(RESULT_TIMEOUT)["board"] == "main"
-    assert any("/results/" in p for p in _files(remote_emulator, "schedules/doomed"))
+    assert any("/results-" in p for p in _files(remote_emulator, "schedules/doomed"))
 
     fn.delete()
     assert _scheduled(remote_emulator) == []
@@ -262,7 +262,7 @@ def test_a_run_finds_its_result_without_a_job_id(remote_emulator: Emulator) -> N
     fn.deploy("b", 2)
     run = fn.trigger()
     assert run.result(RESULT_TIMEOUT) == {"board": "b", "top": [0, 1], "job": ""}
-    assert any("this run's result is results/" in line for line in run.logs())
+    assert any("this run's result is results-" in line for line in run.logs())
 
 
 # -- bad input -----------------------------------------------------------------------------------------

@@ -268,11 +268,12 @@ def returns_a_lock() -> Any:
 def make_run(
     folder: Path, fn: Callable[..., Any], calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **manifest: Any
 ) -> Path:
-    """A run folder as the client uploads it: entry.py, manifest.json, function.pkl, inputs/<call>.pkl."""
-    folder.mkdir(parents=True)
-    shutil.copy(ENTRY, folder / "entry.py")
+    """A run folder as the client uploads it: shared/{entry.py, manifest.json, function.pkl} and
+    chunks/<i>/inputs.pkl, chunk i holding input i."""
+    (folder / "shared").mkdir(parents=True)
+    shutil.copy(ENTRY, folder / "shared" / "entry.py")
     scan = Scan(fn)
-    (folder / "manifest.json").write_text(
+    (folder / "shared" / "manifest.json").write_text(
         json.dumps(
             {
                 "python": LOCAL_PYTHON,
@@ -284,28 +285,33 @@ def make_run(
             }
         )
     )
-    (folder / "function.pkl").write_bytes(pack_function(fn, scan))
-    (folder / "inputs").mkdir()
+    (folder / "shared" / "function.pkl").write_bytes(pack_function(fn, scan))
     for i, (args, kwargs) in enumerate(calls):
-        # one input per chunk, chunk i holding input i
-        (folder / "inputs" / f"{i}.pkl").write_bytes(cloudpickle.dumps([(i, pack_call(fn, args, kwargs))]))
+        (folder / "chunks" / str(i)).mkdir(parents=True)
+        (folder / "chunks" / str(i) / "inputs.pkl").write_bytes(cloudpickle.dumps([(i, pack_call(fn, args, kwargs))]))
     return folder
 
 
 def run_entry(folder: Path, *calls: str) -> subprocess.CompletedProcess[str]:
-    """`python entry.py CALL...` from elsewhere, so nothing of this checkout is importable but the run folder."""
-    return subprocess.run(
-        [sys.executable, "-I", str(folder / "entry.py"), *calls],
-        cwd=folder.parent,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """`python entry.py CHUNK` for each chunk, from elsewhere, so nothing of this checkout is importable but
+    the run folder; the last one that failed (or the last one)."""
+    done = []
+    for call in calls:
+        done.append(
+            subprocess.run(
+                [sys.executable, "-I", str(folder / "shared" / "entry.py"), str(folder / "chunks" / call)],
+                cwd=folder.parent,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        )
+    return next((d for d in done if d.returncode != 0), done[-1])
 
 
 def result(folder: Path, call: str) -> dict[str, Any]:
     """The payload of input `call`, from the result file of the chunk of the same number."""
-    chunk, _ = read_results((folder / "results" / f"{call}.pkl").read_bytes())
+    chunk, _ = read_results((folder / "chunks" / call / "results.pkl").read_bytes())
     assert list(chunk) == [int(call)]
     payload: dict[str, Any] = cloudpickle.loads(chunk[int(call)])
     return payload
@@ -317,7 +323,8 @@ def test_entry_writes_each_calls_value(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert result(run, "0") == {"ok": True, "value": {"value": 6}}
     assert result(run, "1") == {"ok": True, "value": {"value": 11}}
-    assert sorted(p.name for p in (run / "results").iterdir()) == ["0.pkl", "1.pkl"]  # no temporary files left
+    for call in ("0", "1"):  # no temporary files left
+        assert sorted(p.name for p in (run / "chunks" / call).iterdir()) == ["inputs.pkl", "results.pkl"]
 
 
 def test_entry_writes_the_exception_and_its_traceback(tmp_path: Path) -> None:
@@ -394,15 +401,15 @@ def test_entry_runs_a_function_that_imports_a_local_module_in_its_body(
 def test_entry_appends_one_record_per_input_and_a_rerun_keeps_them(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", twice, [])
     calls = [(i, pack_call(twice, (i,), {})) for i in range(5)]
-    (run / "inputs" / "c.pkl").write_bytes(cloudpickle.dumps(calls))
+    (run / "chunks" / "c").mkdir(parents=True)
+    (run / "chunks" / "c" / "inputs.pkl").write_bytes(cloudpickle.dumps(calls))
     # What a killed first attempt leaves: inputs 0 and 1 done, input 2 cut short while being written.
     kept = cloudpickle.dumps({"ok": True, "value": "from the first attempt"})
     records = [pickle.dumps((i, kept)) for i in (0, 1)]
-    (run / "results").mkdir()
-    (run / "results" / "c.pkl").write_bytes(b"".join(records) + pickle.dumps((2, kept))[:-3])
+    (run / "chunks" / "c" / "results.pkl").write_bytes(b"".join(records) + pickle.dumps((2, kept))[:-3])
     done = run_entry(run, "c")
     assert done.returncode == 0, done.stderr
-    data = (run / "results" / "c.pkl").read_bytes()
+    data = (run / "chunks" / "c" / "results.pkl").read_bytes()
     outcomes, good = read_results(data)
     assert good == len(data)  # the cut record is gone: nothing hides the records after it
     assert {i: cloudpickle.loads(p)["value"] for i, p in outcomes.items()} == {

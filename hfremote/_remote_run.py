@@ -1,0 +1,153 @@
+"""Runs you can come back to: a call or a map, found again by its run id from any process.
+
+    RemoteRun.attach(run_id)         the run's chunks (its file listing) and jobs (one listing by label)
+        .results()                   every result in input order, waiting for the jobs still running
+        .cancel()                    its unfinished jobs
+    f.map(inputs, resume=run_id)     runs only the inputs with no result and no running job
+
+What a run has is read from the platform, never from local state: the chunk folders say which inputs
+were uploaded (a chunk is named after its inputs), the result files which have finished, the jobs
+labelled with the run id which are still running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from huggingface_hub import JobInfo
+
+from ._config import current_hub, lease_seconds
+from ._engine import ACTIVE, engine
+from ._future import ChunkFuture, decode_results
+from ._hub import Hub
+from ._run import CALL_LABEL, RUN_LABEL, Layout, chunk_indexes, chunk_round
+from .errors import HFRemoteError
+
+_READERS = 8
+
+
+@dataclass
+class RunState:
+    """What the platform holds of a run."""
+
+    chunks: set[str] = field(default_factory=set)  # every chunk uploaded
+    outcomes: dict[int, tuple[bool, Any]] = field(default_factory=dict)  # inputs with a result
+    running: list[ChunkFuture] = field(default_factory=list)  # chunks whose job is still unfinished
+    jobs: list[JobInfo] = field(default_factory=list)
+
+
+def read_run(hub: Hub, namespace: str, run_id: str, code_files: dict[str, str] | None = None) -> RunState:
+    """A run's chunks, results and unfinished jobs, as the platform has them."""
+    layout = Layout.of_run(run_id)
+    bucket = hub.bucket(namespace)
+    state = RunState()
+    with_results: set[str] = set()
+    prefix = f"{layout.folder}/chunks/"
+    for path in hub.list_files(bucket, prefix):
+        name, _, file = path[len(prefix) :].partition("/")
+        if chunk_indexes(name) is None:
+            continue
+        state.chunks.add(name)
+        if file == "results.pkl":
+            with_results.add(name)
+    state.jobs = hub.list_jobs(namespace, {RUN_LABEL: run_id})
+    if not state.chunks and not state.jobs:
+        raise HFRemoteError(f"no run {run_id!r} in {namespace}: check the id (it is printed when a run starts)")
+    latest: dict[str, JobInfo] = {}
+    for info in sorted(state.jobs, key=lambda j: j.created_at or datetime.min):
+        chunk = (info.labels or {}).get(CALL_LABEL, "")
+        if chunk_indexes(chunk) is not None:
+            latest[chunk] = info
+    name = next((j.labels or {}).get("name", "") for j in state.jobs) if state.jobs else ""
+    for chunk, info in latest.items():
+        if info.status.stage in ACTIVE:
+            indexes = list(chunk_indexes(chunk) or ())
+            state.running.append(ChunkFuture(hub, namespace, info, run_id, chunk, name, indexes, layout))
+    done = sorted((c for c in with_results if c not in {f.call for f in state.running}), key=chunk_round)
+
+    def read(chunk: str) -> dict[int, tuple[bool, Any]]:
+        return decode_results(hub.download(bucket, layout.results(chunk)), code_files)
+
+    with ThreadPoolExecutor(_READERS, thread_name_prefix="hfremote-attach") as pool:
+        for outcomes in pool.map(read, done):  # in round order: a retry's result wins
+            state.outcomes.update(outcomes)
+    return state
+
+
+class RemoteRun:
+    """A run (one call or a whole map) started by this or another process, found again by its id."""
+
+    def __init__(self, hub: Hub, namespace: str, run_id: str, state: RunState) -> None:
+        self._hub, self.namespace, self.run_id, self._state = hub, namespace, run_id, state
+
+    @classmethod
+    def attach(cls, run_id: str, namespace: str | None = None) -> RemoteRun:
+        """The run with this id (printed when it started; `.run_id` of a map's results)."""
+        if not isinstance(run_id, str) or not run_id:
+            raise TypeError(f"run_id={run_id!r} must be a run id such as '20261205T081530-1a2b3c'")
+        hub = current_hub()
+        ns = hub.namespace(namespace)
+        return cls(hub, ns, run_id, read_run(hub, ns, run_id))
+
+    @property
+    def jobs(self) -> list[JobInfo]:
+        """The run's jobs, as they were when attached."""
+        return list(self._state.jobs)
+
+    def indexes(self) -> list[int]:
+        """The inputs the run uploaded, in order."""
+        return sorted({i for chunk in self._state.chunks for i in chunk_indexes(chunk) or ()})
+
+    def results(self, *, return_exceptions: bool = False) -> Iterator[Any]:
+        """Every result of the run in input order, waiting for the jobs still running.
+
+        An input that raised raises here (or is yielded, with `return_exceptions`); so does one whose job
+        ended without its result, or that never got a job: resume the map to run those.
+        """
+        state = self._state
+        waiting = {i: future for future in state.running for i in future.indexes}
+        release = (
+            engine().hold_lease(
+                self._hub, self._hub.bucket(self.namespace), Layout.of_run(self.run_id).lease, lease_seconds()
+            )
+            if state.running
+            else None
+        )
+        for future in state.running:
+            engine().watch(future)
+        try:
+            for index in self.indexes():
+                outcome = state.outcomes.get(index)
+                if outcome is None and index in waiting:
+                    state.outcomes.update(waiting[index].result())
+                    outcome = state.outcomes.get(index)
+                if outcome is None:
+                    outcome = (
+                        False,
+                        HFRemoteError(
+                            f"input {index} of run {self.run_id} has no result and no job running it (its job failed "
+                            f"or was never created): resume the map with f.map(inputs, resume={self.run_id!r})"
+                        ),
+                    )
+                ok, value = outcome
+                if not ok and not return_exceptions:
+                    raise value
+                yield value
+        finally:
+            if release is not None:
+                release()
+
+    def cancel(self) -> int:
+        """Cancel the run's unfinished jobs; how many."""
+        jobs = self._hub.list_jobs(self.namespace, {RUN_LABEL: self.run_id}, list(ACTIVE))
+        for info in jobs:
+            engine().cancel_job(self._hub, self.namespace, info.id)
+        engine().flush()
+        return len(jobs)
+
+    def __repr__(self) -> str:
+        return f"<RemoteRun {self.run_id} chunks={len(self._state.chunks)} running={len(self._state.running)}>"
