@@ -241,10 +241,11 @@ class Engine:
         """One look at a run: its unfinished jobs in one list; the jobs that left that list, once each."""
         # A look that fails is not retried at length here: the next tick looks again, and one run whose
         # endpoint is down must not hold up every other run's ticks.
+        started = time.monotonic()
         try:
             active = run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id}, list(ACTIVE), tries=1)
         except Exception as e:
-            self._failed_look(run, e)
+            self._failed_look(run, e, started)
             return
         run.failing_since = None
         with self._lock:
@@ -264,10 +265,10 @@ class Engine:
                 run.finishing.add(job_id)
             self._pool.submit(self._read_end, run, job_id)
 
-    def _failed_look(self, run: _Run, error: BaseException) -> None:
+    def _failed_look(self, run: _Run, error: BaseException, started: float) -> None:
         now = time.monotonic()
         if run.failing_since is None:
-            run.failing_since = now
+            run.failing_since = started  # a look may spend a while in the client's own retries
         run.last_error = str(error)
         bound = unreachable_timeout()
         log.warning("hfremote: could not look at the jobs of run %s: %s", run.run_id, error)
@@ -285,10 +286,11 @@ class Engine:
             future._fail(failure)
 
     def _read_end(self, run: _Run, job_id: str) -> None:
+        started = time.monotonic()
         try:
             final = run.hub.inspect(run.namespace, job_id, tries=1)
         except Exception as e:
-            self._failed_look(run, e)
+            self._failed_look(run, e, started)
             final = None
         finally:
             with self._lock:

@@ -135,14 +135,25 @@ class RemoteFuture(Future[R], Generic[R]):
                 failures += 1
                 if failures > 8:
                     raise BackendError(f"could not read the logs of job {self.job_id}: {e}") from e
-                time.sleep(min(0.2 * 2**failures, 5.0))
-            if self.stage in TERMINAL:
+                # The engine watches the job whatever happens to its logs: stop as soon as it has ended.
+                if concurrent.futures.wait([self], timeout=min(0.2 * 2**failures, 5.0)).done:
+                    return
+            if self.done():
+                break
+            try:
+                self._info = self._hub.inspect(self.namespace, self.job_id, tries=1)
+            except HFRemoteError:
+                continue
+            if self._info.status.stage in TERMINAL:
                 engine().look_now(self)  # the job has ended: complete the future now, not at the next tick
                 break
-        yield from self._all_logs()[seen:]
+        with contextlib.suppress(HFRemoteError):
+            yield from self._all_logs()[seen:]
 
-    def _all_logs(self) -> list[str]:
-        return self._hub.call("reading logs", lambda: list(self._hub.log_stream(self.namespace, self.job_id, False)))
+    def _all_logs(self, tries: int = 8) -> list[str]:
+        return self._hub.call(
+            "reading logs", lambda: list(self._hub.log_stream(self.namespace, self.job_id, False)), tries=tries
+        )
 
     def metrics(self) -> dict[str, Any] | None:
         """One sample of the running job's metrics (CPU, memory, GPUs), or None once it has finished."""
@@ -213,7 +224,7 @@ class RemoteFuture(Future[R], Generic[R]):
         """What an input that got no result raises: the job's stage, message, URL and last log lines."""
         tail: list[str] = []
         with contextlib.suppress(HFRemoteError):  # the logs are a courtesy; the failure is what matters
-            tail = self._all_logs()[-_LOG_TAIL:]
+            tail = self._all_logs(tries=2)[-_LOG_TAIL:]
         message = info.status.message or (
             "finished without writing its result" if info.status.stage == "COMPLETED" else None
         )

@@ -32,7 +32,7 @@ from ._options import Options
 from ._packing import pack_calls
 from ._remote_run import read_run
 from ._run import Run
-from .errors import OptionsError, RemoteTraceback
+from .errors import BackendError, OptionsError, RemoteTraceback
 
 R = TypeVar("R")
 
@@ -171,7 +171,7 @@ class MapRun:
     def _adopt(self) -> None:
         """Take over what an earlier process left of this run: results, and jobs still running."""
         state = read_run(self.run.hub, self.run.namespace, self.run.run_id, self.run.code_files)
-        self.book._taken.update(state.chunks)
+        self.book.taken.update(state.launched)  # a chunk uploaded but never run is uploaded and run again
         for index, outcome in state.outcomes.items():
             self._covered[index] = outcome
         for future in state.running:
@@ -296,6 +296,8 @@ class MapRun:
         cause = error.__cause__
         if lines is None and len(future.indexes) > 1 and isinstance(cause, RemoteTraceback):
             lines = cause.text.splitlines()  # the job's log mixes the chunk's inputs: this one's own traceback
+        if lines is None and isinstance(error, BackendError):
+            lines = []  # the platform is not answering: asking it for the logs would only wait longer
         if lines is None:
             try:
                 lines = list(future.logs())[-20:]

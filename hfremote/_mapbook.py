@@ -51,7 +51,7 @@ class MapBook:
         self.next_yield = 0  # ordered: the index yielded next; unordered: how many were yielded
         self.error: BaseException | None = None  # the failure that ends the map (without return_exceptions)
         self.failed = self.finished = 0
-        self._taken = set(taken or ())  # chunk names already used in this run (a resumed run's)
+        self.taken = set(taken or ())  # names of the chunks that have had a job (a resumed run's)
 
     # -- reading and cutting ---------------------------------------------------------------------
     def to_read(self) -> int:
@@ -81,10 +81,10 @@ class MapBook:
 
     def _name(self, first: int, count: int, retry: int) -> str:
         name = chunk_name(first, count, retry)
-        while name in self._taken:  # a resumed run may have used it (a chunk uploaded, never run)
+        while name in self.taken:  # a resumed run may have used it (a chunk uploaded, never run)
             retry += 1
             name = chunk_name(first, count, retry)
-        self._taken.add(name)
+        self.taken.add(name)
         return name
 
     def take_retries(self, limit: int) -> list[Chunk]:

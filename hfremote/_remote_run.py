@@ -35,6 +35,7 @@ class RunState:
     """What the platform holds of a run."""
 
     chunks: set[str] = field(default_factory=set)  # every chunk uploaded
+    launched: set[str] = field(default_factory=set)  # the chunks that have had a job
     outcomes: dict[int, tuple[bool, Any]] = field(default_factory=dict)  # inputs with a result
     running: list[ChunkFuture] = field(default_factory=list)  # chunks whose job is still unfinished
     jobs: list[JobInfo] = field(default_factory=list)
@@ -62,6 +63,7 @@ def read_run(hub: Hub, namespace: str, run_id: str, code_files: dict[str, str] |
         chunk = (info.labels or {}).get(CALL_LABEL, "")
         if chunk_indexes(chunk) is not None:
             latest[chunk] = info
+            state.launched.add(chunk)
     name = next((j.labels or {}).get("name", "") for j in state.jobs) if state.jobs else ""
     for chunk, info in latest.items():
         if info.status.stage in ACTIVE:

@@ -138,6 +138,7 @@ async def batch(request: Request) -> Response:
     if len(lines) > 1000:
         raise bad_request(f"A batch holds at most 1000 operations, got {len(lines)}")
     failed = []
+    added: list[str] = []
     now = iso(ctx.clock.now())
     for line in lines:
         try:
@@ -156,6 +157,9 @@ async def batch(request: Request) -> Response:
             continue
         mtime = op.mtime if op.mtime is not None else int(time.time() * 1000)
         ctx.store.put_file(bucket["id"], op.path, op.xet_hash or "", size, mtime, now, op.content_type)
+        added.append(op.path)
+    if added:
+        ctx.runtime.bucket_changed(bucket["id"], added)
     status = 422 if failed and len(failed) == len(lines) else 200
     return JSONResponse({"success": not failed, "processed": len(lines), "failed": failed}, status_code=status)
 

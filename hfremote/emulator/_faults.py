@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-KINDS = ("429", "500", "502", "503", "504", "drop", "kill")
+KINDS = ("400", "429", "500", "502", "503", "504", "drop", "kill")  # 400: a refusal the client must survive
 INTERNAL = "hfremote.internal"  # ASGI scope key: a request the emulator sent itself, never faulted
 _METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH")
 

@@ -64,6 +64,7 @@ class _Running:
     sample: dict[str, Any] | None = None
     ps: dict[int, psutil.Process] = field(default_factory=dict)
     slot_lock: IO[bytes] | None = None
+    mounts: list[_Mount] = field(default_factory=list)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class _Mount:
     bucket: str | None = None  # set for read-write bucket volumes, which are synced back
     prefix: str = ""
     snapshot: dict[str, tuple[int, int]] = field(default_factory=dict)
+    source: str | None = None  # set for read-only bucket volumes, which follow the bucket's changes
 
 
 class JobFailure(Exception):
@@ -235,7 +237,7 @@ class Runtime:
         message: str | None = "The emulator failed to run this job"
         mounts: list[_Mount] = []
         try:
-            mounts = self._mount(job, run.folder)
+            mounts = run.mounts = self._mount(job, run.folder)
             if self.on_job_started is not None:
                 self.on_job_started(run.job_id)
             stage, message = self._attempts(run, job, mounts)
@@ -406,13 +408,41 @@ class Runtime:
             with dest.open("wb") as out:
                 self._storage.write_file(f["xetHash"], out)
         read_only = bool(volume.get("readOnly"))
-        mount = _Mount(volume["mountPath"], local, None if read_only else bucket, prefix)
+        mount = _Mount(
+            volume["mountPath"], local, None if read_only else bucket, prefix, source=bucket if read_only else None
+        )
         mount.snapshot = _scan(local)
         if read_only:
             for path in local.rglob("*"):
                 path.chmod(0o555 if path.is_dir() else 0o444)
             local.chmod(0o555)
         return mount
+
+    def bucket_changed(self, bucket: str, paths: list[str]) -> None:
+        """Files written to a bucket appear in the read-only mounts of the running jobs, as a mounted
+        bucket follows its changes (a run's lease, renewed by its client, is read this way)."""
+        with self._lock:
+            mounts = [m for run in self._running.values() for m in run.mounts if m.source == bucket]
+        for mount in mounts:
+            for path in paths:
+                if not path.startswith(mount.prefix):
+                    continue
+                record = self._store.file(bucket, path)
+                dest = mount.local / path[len(mount.prefix) :]
+                if record is None or not dest.parent.is_dir():
+                    continue
+                part = dest.parent / f".{dest.name}.{os.getpid()}.part"
+                try:
+                    dest.parent.chmod(0o755)
+                    with part.open("wb") as out:
+                        self._storage.write_file(record["xetHash"], out)
+                    part.chmod(0o444)
+                    os.replace(part, dest)  # a reader sees the old file or the new one, never half of it
+                except OSError:
+                    pass  # the job ended meanwhile: its folder is gone
+                finally:
+                    with contextlib.suppress(OSError):
+                        dest.parent.chmod(0o555)
 
     def _sync_back(self, job_id: str, mounts: list[_Mount]) -> None:
         for mount in mounts:

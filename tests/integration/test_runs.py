@@ -1,0 +1,388 @@
+"""Runs that survive anything: a dead endpoint, a restarted one, faults on the engine's routes, a killed
+client (leases), attach and resume from another process, detach, SIGTERM, idempotent schedule writes.
+
+Each test reproduces a finding of the engine issue on the real client against the emulator; the
+subprocess tests send real signals to real client processes.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Lines, hfremote_on, poll, subprocess_env
+from huggingface_hub import HfApi
+
+import hfremote
+from hfremote import BackendError, JobFailedError, RemoteFuture, RemoteRun, remote
+from hfremote._run import chunk_indexes
+from hfremote.emulator import Emulator
+
+TOKEN = "hf_test_token_1234567890"
+DEADLINE = 120.0
+
+
+@pytest.fixture
+def wide(tmp_path: Path) -> Iterator[Emulator]:
+    with Emulator(tmp_path / "wide", token=TOKEN, max_running=6) as emu, hfremote_on(emu):
+        yield emu
+
+
+def run_jobs(emulator: Emulator, run_id: str) -> list[dict[str, Any]]:
+    return [job for job in emulator.jobs() if (job.get("labels") or {}).get("hfremote-run") == run_id]
+
+
+def stages(emulator: Emulator, run_id: str) -> list[str]:
+    return sorted(job["status"]["stage"] for job in run_jobs(emulator, run_id))
+
+
+# -- the endpoint goes away --------------------------------------------------------------------------
+def test_a_map_whose_endpoint_dies_for_good_fails_within_the_bound(tmp_path: Path) -> None:
+    # `hfremote emulator` in its own process, killed with SIGKILL mid-map: nothing answers on its port again.
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hfremote.cli",
+            "emulator",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--token",
+            TOKEN,
+            "--max-running",
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        endpoint = Lines(server.stdout).wait_for(r"serving on (http://\S+)", DEADLINE).group(1)  # type: ignore[arg-type]
+        hfremote.configure(endpoint=endpoint, token=TOKEN, unreachable_timeout=3)
+
+        @remote(timeout=300)
+        def slow(x: int) -> int:
+            import time
+
+            time.sleep(15)  # (the killed emulator leaves its jobs behind: they end by themselves)
+            return x
+
+        results = slow.map(range(4), max_parallel=4, progress=False)
+        errors: list[BaseException] = []
+
+        def consume() -> None:
+            try:
+                list(results)
+            except BaseException as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=consume, daemon=True)
+        thread.start()
+        api = HfApi(endpoint=endpoint, token=TOKEN)
+        poll(
+            lambda: (
+                sum(
+                    j.status.stage == "RUNNING"
+                    for j in api.list_jobs(namespace="emulator-user", labels={"hfremote-run": results.run_id})
+                )
+                == 4
+            ),
+            DEADLINE,
+            what="the map's jobs to run",
+        )
+        server.kill()  # for good
+        server.wait()
+        thread.join(DEADLINE)
+        assert not thread.is_alive(), "the map hung after its endpoint died"
+        assert len(errors) == 1 and isinstance(errors[0], BackendError), errors
+        assert "lost contact" in str(errors[0]) and f"RemoteRun.attach({results.run_id!r})" in str(errors[0])
+    finally:
+        hfremote.configure()
+        server.kill()
+        server.wait()
+
+
+def test_a_map_goes_on_when_its_emulator_restarts_on_the_same_state(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = Emulator(state, token=TOKEN, max_running=2).start()
+    port = first.port
+    hfremote.configure(endpoint=first.endpoint, token=TOKEN, unreachable_timeout=60)
+    second: Emulator | None = None
+    try:
+
+        @remote(timeout=120)
+        def nap(x: int) -> int:
+            import time
+
+            time.sleep(0.5)
+            return x * 10
+
+        results = nap.map(range(8), max_parallel=2, retries=2, logs="none", progress=False)
+        got = [next(results)]  # the map is under way
+        first.stop()  # jobs running now end ERROR ("the emulator stopped"): the map's retries run them again
+        second = Emulator(state, token=TOKEN, max_running=2, port=port).start()
+        got += list(results)
+        assert got == [x * 10 for x in range(8)]  # every result, once, in order
+    finally:
+        hfremote.configure()
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_a_refused_listing_does_not_kill_the_engine(wide: Emulator) -> None:
+    # A 400 on the run's listing used to escape the watcher's tick and kill its thread for good.
+    wide.faults.add(f"400 GET /api/jobs/{wide.user} count=5")
+
+    @remote(timeout=60)
+    def plus(x: int) -> int:
+        return x + 1
+
+    futures = [plus.submit(i) for i in range(3)]
+    assert [f.result(timeout=DEADLINE) for f in futures] == [1, 2, 3]
+
+
+def test_a_dead_log_route_does_not_fail_a_call_whose_job_succeeded(wide: Emulator) -> None:
+    wide.faults.add(f"503 GET /api/jobs/{wide.user}/*/logs rate=1")
+
+    @remote(timeout=60)
+    def answer() -> int:
+        print("hello")
+        return 42
+
+    assert answer() == 42
+
+
+def test_cancel_returns_at_once_and_the_job_is_cancelled(wide: Emulator) -> None:
+    @remote(timeout=300)
+    def forever() -> None:
+        import time
+
+        time.sleep(300)
+
+    future = forever.submit()
+    poll(lambda: future.stage == "RUNNING", DEADLINE, what="the job to run")
+    wide.faults.add(f"503 POST /api/jobs/{wide.user}/*/cancel count=2")  # the request is retried in the background
+    assert future.cancel() is True and future.cancelled()
+    poll(lambda: wide.jobs()[0]["status"]["stage"] == "CANCELED", DEADLINE, what="the cancel to reach the job")
+
+
+# -- attach ------------------------------------------------------------------------------------------
+def test_attaching_a_chunk_job_gives_its_results(wide: Emulator) -> None:
+    @remote(timeout=60)
+    def triple(x: int) -> int:
+        if x == 2:
+            raise ValueError("two")
+        return 3 * x
+
+    results = triple.map(range(4), chunksize=4, return_exceptions=True, logs="none", progress=False)
+    assert [r if not isinstance(r, ValueError) else "E" for r in results] == [0, 3, "E", 9]
+    (job,) = run_jobs(wide, results.run_id)
+    chunk = RemoteFuture.attach(job["id"]).result(timeout=DEADLINE)
+    assert [chunk[0], chunk[1], chunk[3]] == [0, 3, 9] and isinstance(chunk[2], ValueError)
+    assert [
+        r for r in RemoteRun.attach(results.run_id).results(return_exceptions=True) if not isinstance(r, ValueError)
+    ] == [0, 3, 9]
+
+
+def test_attaching_an_unknown_run_says_so(wide: Emulator) -> None:
+    with pytest.raises(hfremote.HFRemoteError, match="no run"):
+        RemoteRun.attach("20200101T000000-abcdef")
+
+
+# -- killed clients: leases, attach and resume from another process ---------------------------------
+MODULE = """
+import time
+
+
+def work(x):
+    time.sleep({sleep})
+    return x * x
+"""
+
+CLIENT = """
+import sys
+import hfremote
+from hfremote import remote
+from {module} import work
+
+hfremote.configure(lease_seconds={lease})
+fn = remote(timeout=300, detach={detach})(work)
+results = fn.map(range({inputs}), chunksize={chunksize}, max_parallel={parallel}, progress=False)
+print("RUN", results.run_id, flush=True)
+for value in results:
+    print("VALUE", value, flush=True)
+"""
+
+
+def start_client(
+    emulator: Emulator,
+    tmp_path: Path,
+    name: str,
+    *,
+    sleep: float,
+    lease: float = 120,
+    detach: bool = False,
+    inputs: int = 4,
+    chunksize: int = 1,
+    parallel: int = 4,
+) -> tuple[subprocess.Popen[str], Lines, str]:
+    module = f"work_{name}"
+    (tmp_path / f"{module}.py").write_text(MODULE.format(sleep=sleep))
+    script = tmp_path / f"client_{name}.py"
+    script.write_text(
+        CLIENT.format(module=module, lease=lease, detach=detach, inputs=inputs, chunksize=chunksize, parallel=parallel)
+    )
+    env = subprocess_env(emulator, tmp_path / "hf-home")
+    env["PYTHONPATH"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out = Lines(proc.stdout)  # type: ignore[arg-type]
+    Lines(proc.stderr)  # type: ignore[arg-type]
+    run_id = out.wait_for(r"^RUN (\S+)", DEADLINE).group(1)
+    return proc, out, run_id
+
+
+def test_a_killed_clients_jobs_end_with_its_lease_unless_detached(wide: Emulator, tmp_path: Path) -> None:
+    attached, _, kept = start_client(wide, tmp_path, "kept", sleep=120, lease=3, inputs=2)
+    detached, _, loose = start_client(wide, tmp_path, "loose", sleep=120, lease=3, inputs=2, detach=True)
+    try:
+        poll(
+            lambda: stages(wide, kept) == ["RUNNING"] * 2 and stages(wide, loose) == ["RUNNING"] * 2,
+            DEADLINE,
+            what="both maps' jobs to run",
+        )
+        attached.kill()
+        detached.kill()
+        # The lease stops being renewed: within its 3 s (plus one look) the jobs end themselves.
+        poll(lambda: stages(wide, kept) == ["ERROR"] * 2, 60, what="the killed client's jobs to end")
+        assert stages(wide, loose) == ["RUNNING"] * 2  # the detached ones had as long, and go on
+        logs = "\n".join(wide.ctx.logs.read(run_jobs(wide, kept)[0]["id"])[0])
+        assert "stopped renewing its lease" in logs
+    finally:
+        for job in run_jobs(wide, loose):
+            wide.ctx.runtime.cancel(job["id"])
+        for proc in (attached, detached):
+            proc.kill()
+            proc.wait()
+
+
+def test_another_process_attaches_then_resumes_a_killed_map(wide: Emulator, tmp_path: Path) -> None:
+    client, out, run_id = start_client(wide, tmp_path, "resumed", sleep=0.3, inputs=12, chunksize=2, parallel=1)
+    try:
+        out.wait_for(r"^VALUE 9$", DEADLINE)  # inputs 0-3 are done (two chunks)
+        client.kill()
+        client.wait()
+    finally:
+        if client.poll() is None:
+            client.kill()
+    poll(
+        lambda: all(s not in ("RUNNING", "SCHEDULING") for s in stages(wide, run_id)),
+        DEADLINE,
+        what="the killed client's running job to end (the attach below renews its lease meanwhile)",
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from work_resumed import work  # type: ignore[import-not-found]
+
+        run = RemoteRun.attach(run_id)
+        existing = list(run.results(return_exceptions=True))
+        values = [v for v in existing if not isinstance(v, Exception)]
+        assert values[:2] == [0, 1] and len(values) >= 4  # every result there is, in input order
+        missing = [v for v in existing if isinstance(v, Exception)]
+        assert all("resume the map" in str(e) for e in missing)
+        before = len(run_jobs(wide, run_id))
+        resumed = remote(timeout=300)(work).map(range(12), chunksize=2, max_parallel=4, resume=run_id, progress=False)
+        assert resumed.run_id == run_id
+        assert list(resumed) == [x * x for x in range(12)]
+    finally:
+        sys.path.remove(str(tmp_path))
+    jobs = run_jobs(wide, run_id)
+    chunks = Counter(job["labels"]["hfremote-call"] for job in jobs)
+    assert all(count == 1 for count in chunks.values()), chunks  # one job per chunk over both processes
+    assert len(jobs) > before
+    ran = [
+        i
+        for job in jobs
+        if job["status"]["stage"] == "COMPLETED"
+        for i in chunk_indexes(job["labels"]["hfremote-call"]) or ()
+    ]
+    assert sorted(ran) == list(range(12))  # every input ran exactly once over both processes
+
+
+# -- signals and detach ------------------------------------------------------------------------------
+def test_sigterm_cancels_the_maps_jobs_like_ctrl_c(wide: Emulator, tmp_path: Path) -> None:
+    client, _, run_id = start_client(wide, tmp_path, "termed", sleep=120, inputs=2)
+    try:
+        poll(lambda: stages(wide, run_id) == ["RUNNING"] * 2, DEADLINE, what="the jobs to run")
+        client.send_signal(signal.SIGTERM)
+        assert client.wait(DEADLINE) == -signal.SIGTERM
+        poll(lambda: stages(wide, run_id) == ["CANCELED"] * 2, DEADLINE, what="the jobs to be cancelled")
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_ctrl_c_on_a_detached_map_leaves_its_jobs_running(wide: Emulator, tmp_path: Path) -> None:
+    client, _, run_id = start_client(wide, tmp_path, "ctrl_c", sleep=120, inputs=2, detach=True)
+    try:
+        poll(lambda: stages(wide, run_id) == ["RUNNING"] * 2, DEADLINE, what="the jobs to run")
+        client.send_signal(signal.SIGINT)
+        client.wait(DEADLINE)
+        assert stages(wide, run_id) == ["RUNNING"] * 2
+    finally:
+        for job in run_jobs(wide, run_id):
+            wide.ctx.runtime.cancel(job["id"])
+        client.kill()
+        client.wait()
+
+
+# -- schedules ---------------------------------------------------------------------------------------
+def test_a_trigger_whose_answer_is_lost_makes_one_run(wide: Emulator) -> None:
+    @remote.schedule("@yearly", timeout=60, name="once-only")
+    def ping() -> str:
+        return "pong"
+
+    ping.deploy()
+    wide.faults.add(f"drop POST /api/scheduled-jobs/{wide.user}/*/trigger count=1")
+    run = ping.trigger()
+    assert run.result(timeout=DEADLINE) == "pong"
+    triggered = [job for job in wide.jobs() if (job.get("labels") or {}).get("hfremote-schedule") == "once-only"]
+    assert len(triggered) == 1
+
+
+def test_a_deploy_whose_answer_is_lost_makes_one_schedule(wide: Emulator) -> None:
+    @remote.schedule("@yearly", timeout=60, name="single")
+    def tick() -> int:
+        return 1
+
+    wide.faults.add(f"drop POST /api/scheduled-jobs/{wide.user} count=1")
+    tick.deploy()
+    assert len(wide.ctx.store.all_scheduled(wide.user)) == 1
+
+
+def test_setup_failures_in_the_job_are_job_failed_errors(wide: Emulator) -> None:
+    """A run whose manifest names another cloudpickle: the job refuses to start the call, and the caller
+    gets a JobFailedError that says why (it used to be a bare HFRemoteError)."""
+    import hfremote._function as function
+
+    @remote(timeout=60)
+    def fine() -> int:
+        return 1
+
+    run = function.new_run(fine.function, fine.settings)
+    files = run.shared_files()
+    manifest = b'{"python": "%s", "cloudpickle": "0.0.1"}' % run.options.python.encode()
+    run.shared_files = lambda: [(manifest if p.endswith("manifest.json") else d, p) for d, p in files]  # type: ignore[method-assign]
+    with pytest.raises(JobFailedError, match=r"caller has 0\.0\.1"):
+        function.launch_one(run, b"").result(timeout=DEADLINE)
