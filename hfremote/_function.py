@@ -12,6 +12,7 @@ train.options(flavor="a100-large")(1e-3)
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sized
@@ -20,22 +21,45 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from ._config import current_hub, lease_seconds
 from ._engine import engine
 from ._future import RemoteFuture, local_lines, watch
+from ._hub import Hub
 from ._map import CostEstimate, MapResults, MapRun, MapSettings, calls_of, estimate, length_of
 from ._options import Options, build
 from ._packing import check_function, pack_call
+from ._remote_run import cancel_stale_runs
 from ._run import Run, chunk_name
 from ._schedule import ScheduledFunction, schedule
 
 P = ParamSpec("P")
 R = TypeVar("R")
+log = logging.getLogger("hfremote")
+
+
+_swept: dict[tuple[int, str], threading.Thread] = {}
+_swept_lock = threading.Lock()
 
 
 def new_run(fn: Callable[..., Any], options: Options, run_id: str | None = None) -> Run:
-    """A run of `fn` with a lease, unless it is detached (its jobs then outlive this process)."""
+    """A run of `fn` with a lease, unless it is detached (its jobs then outlive this process).
+
+    The first run of a process in a namespace also cancels, in the background, the jobs that an earlier
+    client left running when it was killed (their runs' leases are stale)."""
     run = Run(current_hub(), fn, options, run_id, None if options.detach else lease_seconds())
     if options.detach:
         engine().detach_run(run.run_id)
+    key = (id(run.hub), run.namespace)
+    with _swept_lock:
+        if key not in _swept:
+            sweep = threading.Thread(target=_sweep, args=(run.hub, run.namespace), name="hfremote-sweep", daemon=True)
+            _swept[key] = sweep
+            sweep.start()
     return run
+
+
+def _sweep(hub: Hub, namespace: str) -> None:
+    try:
+        cancel_stale_runs(hub, namespace)
+    except Exception as e:  # a courtesy to the user's bill: never in the way of the run itself
+        log.info("hfremote: could not look for jobs left by killed clients: %s", e)
 
 
 def launch_one(run: Run, call: bytes) -> RemoteFuture[Any]:
@@ -191,6 +215,7 @@ def wait_streaming(future: RemoteFuture[R], options: Options) -> R:
     prefix = f"[{future.name} {future.job_id[:8]}] "
     try:
         if options.stream_logs:
+            print(f"hfremote: {future.name}: job {future.job_id} of run {future.run_id}: {future.url}", file=sys.stderr)
             try:
                 for line in local_lines(future.logs(follow=True), future.code_files):
                     with _print_lock:

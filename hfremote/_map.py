@@ -133,6 +133,9 @@ class MapRun:
             self._release_lease = engine().hold_lease(
                 self.run.hub, self.run.bucket, self.run.layout.lease, self.run.lease_ttl
             )
+        if self.logs != "none":
+            how = "resumed" if self.resume else "started"
+            print(f"hfremote: map of {self.run.name} {how}: run {self.run.run_id}", file=sys.stderr)
         try:
             if self.resume:
                 self._adopt()

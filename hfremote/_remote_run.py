@@ -12,7 +12,9 @@ labelled with the run id which are still running.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,10 +26,11 @@ from ._config import current_hub, lease_seconds
 from ._engine import ACTIVE, engine
 from ._future import ChunkFuture, decode_results
 from ._hub import Hub
-from ._run import CALL_LABEL, RUN_LABEL, Layout, chunk_indexes, chunk_round
+from ._run import CALL_LABEL, RUN_LABEL, Layout, chunk_indexes, chunk_round, lease_ttl
 from .errors import HFRemoteError
 
 _READERS = 8
+log = logging.getLogger("hfremote")
 
 
 @dataclass
@@ -153,3 +156,42 @@ class RemoteRun:
 
     def __repr__(self) -> str:
         return f"<RemoteRun {self.run_id} chunks={len(self._state.chunks)} running={len(self._state.running)}>"
+
+
+def cancel_stale_runs(hub: Hub, namespace: str, wait: Callable[[float], object] = time.sleep) -> int:
+    """Cancel the unfinished jobs of runs whose client stopped renewing their lease (it was killed).
+
+    The backstop for a platform whose mounts do not follow the bucket (a job could not see its lease go
+    stale). Judged the way a job judges it, by the lease not changing for its ttl, never by comparing
+    clocks of two machines. Detached runs have no lease and are never touched. How many were cancelled.
+    """
+    bucket = hub.bucket(namespace)
+
+    def active_runs() -> dict[str, list[JobInfo]]:
+        runs: dict[str, list[JobInfo]] = {}
+        for info in hub.list_jobs(namespace, {}, list(ACTIVE)):
+            layout = Layout.of_job(info) if RUN_LABEL in (info.labels or {}) else None
+            if layout is not None and layout.folder.startswith("runs/"):
+                runs.setdefault(layout.lease, []).append(info)
+        return runs
+
+    seen = {lease: hub.download(bucket, lease) for lease in active_runs()}
+    ttls = [t for t in (lease_ttl(data) for data in seen.values()) if t is not None]
+    if not ttls:
+        return 0
+    wait(min(max(ttls) * 1.25, 900.0))
+    cancelled = 0
+    for lease, jobs in active_runs().items():
+        before = seen.get(lease)
+        if lease_ttl(before) is None or hub.download(bucket, lease) != before:
+            continue  # no lease (detached, or too new to judge), or a client renewing it
+        for info in jobs:
+            engine().cancel_job(hub, namespace, info.id)
+        cancelled += len(jobs)
+        log.warning(
+            "hfremote: cancelled %d job(s) of run %s: its client stopped renewing the run's lease",
+            len(jobs),
+            (jobs[0].labels or {}).get(RUN_LABEL),
+        )
+    engine().flush()
+    return cancelled

@@ -102,17 +102,16 @@ def lease_record(ttl: float, detached: bool) -> bytes:
     return json.dumps({"renewed": time.time(), "ttl": ttl, "detached": detached}).encode()
 
 
-def lease_stale(data: bytes | None, now: float | None = None) -> bool:
-    """Whether a run's client has stopped renewing its lease (a detached run's never goes stale)."""
-    if data is None:
-        return False  # runs made before leases, or a lease not uploaded yet
+def lease_ttl(data: bytes | None) -> float | None:
+    """The ttl of a lease that is in force, or None (no lease, a detached run's, or not a lease)."""
     try:
-        lease = json.loads(data)
-        if lease.get("detached"):
-            return False
-        return (now or time.time()) - float(lease["renewed"]) > 2 * float(lease["ttl"])
+        lease = json.loads(data) if data is not None else None
+        if not isinstance(lease, dict) or lease.get("detached"):
+            return None
+        ttl = float(lease["ttl"])
     except (ValueError, KeyError, TypeError):
-        return False
+        return None
+    return ttl if ttl > 0 else None
 
 
 class Run:

@@ -386,3 +386,58 @@ def test_setup_failures_in_the_job_are_job_failed_errors(wide: Emulator) -> None
     run.shared_files = lambda: [(manifest if p.endswith("manifest.json") else d, p) for d, p in files]  # type: ignore[method-assign]
     with pytest.raises(JobFailedError, match=r"caller has 0\.0\.1"):
         function.launch_one(run, b"").result(timeout=DEADLINE)
+
+
+def test_a_later_client_cancels_the_jobs_of_runs_whose_lease_went_stale(wide: Emulator) -> None:
+    """The backstop where a job cannot see its lease: jobs made by hand with a run's layout and a command
+    that never looks at it. One run's lease is left alone (its client is gone), one is renewed (its
+    client lives), one has none (detached); only the first run's job is cancelled."""
+    from hfremote._config import current_hub
+    from hfremote._remote_run import cancel_stale_runs
+    from hfremote._run import SHARED_MOUNT, Layout, lease_record
+
+    hub = current_hub()
+    ns = hub.namespace()
+    bucket = hub.bucket(ns)
+    api = HfApi(endpoint=wide.endpoint, token=wide.token)
+    jobs = {}
+    for run_id in ("20260101T000000-aaaaaa", "20260101T000000-bbbbbb", "20260101T000000-cccccc"):
+        layout = Layout.of_run(run_id)
+        if not run_id.endswith("cccccc"):
+            hub.upload(bucket, [(lease_record(1.0, False), layout.lease)])
+        volumes = [
+            hfremote_volume(bucket, SHARED_MOUNT, layout.shared, True),
+            hfremote_volume(bucket, "/hfremote/chunk", layout.chunk("0-1"), False),
+        ]
+        info = api.run_job(
+            image="python:3.12",
+            command=["python", "-c", "import time; time.sleep(120)"],
+            labels={"hfremote-run": run_id, "hfremote-call": "0-1"},
+            volumes=volumes,
+            namespace=ns,
+        )
+        jobs[run_id] = info.id
+
+    renewing = threading.Event()
+
+    def renew_b(seconds: float) -> None:  # the live client of run b renews while the sweep waits
+        layout = Layout.of_run("20260101T000000-bbbbbb")
+        for _ in range(int(seconds / 0.25) + 1):
+            hub.upload(bucket, [(lease_record(1.0, False), layout.lease)])
+            renewing.wait(0.25)
+
+    assert cancel_stale_runs(hub, ns, wait=renew_b) == 1
+    stage = {run_id: api.inspect_job(job_id=job, namespace=ns).status.stage for run_id, job in jobs.items()}
+    assert stage == {
+        "20260101T000000-aaaaaa": "CANCELED",
+        "20260101T000000-bbbbbb": "RUNNING",
+        "20260101T000000-cccccc": "RUNNING",
+    }, stage
+    for job in jobs.values():
+        api.cancel_job(job_id=job, namespace=ns)
+
+
+def hfremote_volume(bucket: str, mount: str, path: str, read_only: bool) -> Any:
+    from huggingface_hub import Volume
+
+    return Volume(type="bucket", source=bucket, mount_path=mount, read_only=read_only, path=path)
