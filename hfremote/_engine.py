@@ -64,6 +64,7 @@ class _Run:
     failing_since: float | None = None  # the first of the failed looks in a row
     last_error: str = ""
     errors: int = 0  # unexpected errors in a row (backs the ticks off)
+    asked: int = 0  # look_now() calls: one made during a tick must not be lost when the tick ends
 
     def interval(self) -> float:
         """Quick looks while the run is young (short calls come back fast), then back off to spare the API."""
@@ -120,6 +121,7 @@ class Engine:
             run = self._runs.get((id(future._hub), future.namespace, future.run_id))
             if run is not None:
                 run.due = 0.0
+                run.asked += 1
         self._wake.set()
 
     def forget(self, future: RemoteFuture[Any]) -> None:
@@ -224,13 +226,15 @@ class Engine:
         for lease in leases:
             self._pool.submit(self._renew, lease)
         for run in due:
+            asked = run.asked
             try:
                 self._tick(run)
                 run.errors = 0
             except Exception:
                 run.errors += 1
                 log.exception("hfremote: unexpected error watching run %s; looking again later", run.run_id)
-            run.due = time.monotonic() + run.interval()
+            with self._lock:
+                run.due = 0.0 if run.asked != asked else time.monotonic() + run.interval()
         with self._lock:
             dues = [run.due for run in self._runs.values()] + [lease.due for lease in self._leases.values()]
         next_due = min(dues, default=None)

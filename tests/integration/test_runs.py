@@ -151,6 +151,30 @@ def test_a_refused_listing_does_not_kill_the_engine(wide: Emulator) -> None:
     assert [f.result(timeout=DEADLINE) for f in futures] == [1, 2, 3]
 
 
+def test_an_unexpected_error_in_a_tick_is_logged_and_the_engine_goes_on(
+    wide: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hfremote._engine import Engine
+
+    real = Engine._tick
+    raised: list[int] = []
+
+    def broken_once(self: Engine, run: Any) -> None:
+        if not raised:
+            raised.append(1)
+            raise RuntimeError("a bug in a tick")
+        real(self, run)
+
+    monkeypatch.setattr(Engine, "_tick", broken_once)
+
+    @remote(timeout=60)
+    def one() -> int:
+        return 1
+
+    assert one.submit().result(timeout=DEADLINE) == 1
+    assert raised and "unexpected error watching run" in caplog.text
+
+
 def test_a_dead_log_route_does_not_fail_a_call_whose_job_succeeded(wide: Emulator) -> None:
     wide.faults.add(f"503 GET /api/jobs/{wide.user}/*/logs rate=1")
 
