@@ -115,13 +115,11 @@ class RemoteRun:
         """
         state = self._state
         waiting = {i: future for future in state.running for i in future.indexes}
-        release = (
-            engine().hold_lease(
-                self._hub, self._hub.bucket(self.namespace), Layout.of_run(self.run_id).lease, lease_seconds()
-            )
-            if state.running
-            else None
-        )
+        release = None
+        if state.running:  # keep the jobs waited for alive, as their own client would (not a detached run's)
+            bucket, lease = self._hub.bucket(self.namespace), Layout.of_run(self.run_id).lease
+            if lease_ttl(self._hub.download(bucket, lease)) is not None:
+                release = engine().hold_lease(self._hub, bucket, lease, lease_seconds())
         for future in state.running:
             engine().watch(future)
         try:

@@ -159,8 +159,8 @@ class Run:
             (json.dumps(manifest, indent=1).encode(), f"{self.layout.shared}/manifest.json"),
             (self.function, f"{self.layout.shared}/function.pkl"),
         ]
-        if self.lease_ttl is not None:
-            files.append((lease_record(self.lease_ttl, False), self.layout.lease))
+        if self.layout.folder.startswith("runs/"):  # a detached run's says so: attaching it must not renew it
+            files.append((lease_record(self.lease_ttl or 0.0, self.lease_ttl is None), self.layout.lease))
         return files
 
     def upload(self, chunks: dict[str, list[tuple[int, bytes]]], *, shared: bool | None = None) -> None:
