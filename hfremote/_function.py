@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Generator, Iterable, Sized
 from datetime import datetime, timezone
@@ -24,12 +25,13 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import cloudpickle
 from huggingface_hub import JobInfo, Volume
 
+from ._calls import PackedCall, write_chunk
 from ._config import current_hub
 from ._future import CALL_LABEL, FUNCTION_LABEL, RUN_LABEL, RemoteFuture, local_lines, watch
 from ._hub import Hub
 from ._map import CostEstimate, MapRun, MapSettings, calls_of, estimate, length_of
 from ._options import RUN_MOUNT, Options, build, resolve_secrets, sanitize
-from ._packing import Scan, check_function, pack_call, pack_function, pinned_dependencies, render_entry
+from ._packing import Packer, Rules, Scan, check_function, pack_function, pinned_dependencies, render_entry
 from ._schedule import ScheduledFunction, schedule
 
 P = ParamSpec("P")
@@ -69,8 +71,9 @@ class RemoteFunction(Generic[P, R]):
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> RemoteFuture[R]:
         """Start a job for this call and return its future at once."""
-        inputs = pack_call(self._fn, args, kwargs)  # wrong or unpicklable arguments fail before any request
-        return Prepared(current_hub(), self._fn, self._options).launch_one(inputs)
+        packer = Packer(self._fn, Rules(self._options.ship, self._options.pin))
+        inputs = packer.pack(args, kwargs)  # wrong or unpicklable arguments fail before any request
+        return Prepared(current_hub(), self._fn, self._options, packer).launch_one(inputs)
 
     def map(
         self,
@@ -164,25 +167,39 @@ def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
 class Prepared:
     """Everything checked and packed for a run, ready to upload: the part shared by all its calls."""
 
-    def __init__(self, hub: Hub, fn: Callable[..., Any], options: Options) -> None:
+    def __init__(self, hub: Hub, fn: Callable[..., Any], options: Options, packer: Packer | None = None) -> None:
         self.hub, self.fn, self.options = hub, fn, options
         # Local checks first, then those that ask the platform: bad input costs no request.
         self.secrets = resolve_secrets(options, hub.token)
-        scan = Scan(fn)
+        scan = Scan(fn, options.ship, options.pin)
+        self.packer = packer or Packer(fn, scan.rules)  # packs the inputs; notes what their objects need
         self.function = pack_function(fn, scan)
         self.code_files = scan.code_files
         explicit = list(options.dependencies)
         self.dependencies = pinned_dependencies(scan, explicit) if options.detect_dependencies else explicit
-        self.entry = render_entry(options.python, self.dependencies)
         self.run_id = new_run_id()
         self.folder = f"runs/{self.run_id}"  # in the bucket; scheduled functions use schedules/<name>/<spec>
         self.name = sanitize(str(options.name or getattr(fn, "__name__", "fn")))
         self.namespace = hub.namespace(options.namespace)
         hub.check_flavor(options.flavor)
         self._uploaded = False
+        self._entry: str | None = None
 
-    def upload(self, chunks: dict[str, list[tuple[int, bytes]]]) -> None:
+    @property
+    def entry(self) -> str:
+        """The entry script, made when first needed: the first inputs' objects name distributions too."""
+        if self._entry is None:
+            if self.options.detect_dependencies:
+                self.dependencies = self.packer.dependencies(self.dependencies)
+            self._entry = render_entry(self.options.python, self.dependencies)
+        return self._entry
+
+    def upload(self, chunks: dict[str, list[tuple[int, PackedCall]]]) -> None:
         """Upload chunks of inputs in one batch (with the entry script and function, the first time)."""
+        with tempfile.TemporaryDirectory(prefix="hfremote-upload-") as tmp:
+            self._upload(chunks, Path(tmp))
+
+    def _upload(self, chunks: dict[str, list[tuple[int, PackedCall]]], tmp: Path) -> None:
         files: list[tuple[str | Path | bytes, str]] = []
         if not self._uploaded:
             manifest = {
@@ -197,7 +214,10 @@ class Prepared:
                 (json.dumps(manifest, indent=1).encode(), f"{self.folder}/manifest.json"),
                 (self.function, f"{self.folder}/function.pkl"),
             ]
-        files += [(cloudpickle.dumps(calls), f"{self.folder}/inputs/{chunk}.pkl") for chunk, calls in chunks.items()]
+        for chunk, calls in chunks.items():  # each call's bytes copied from where it was pickled, once
+            with open(tmp / f"{chunk}.pkl", "wb") as out:
+                write_chunk(calls, out)
+            files.append((tmp / f"{chunk}.pkl", f"{self.folder}/inputs/{chunk}.pkl"))
         self.hub.upload(self.bucket, files)
         self._uploaded = True
 
@@ -253,7 +273,7 @@ class Prepared:
             **self.spec(chunk),
         )
 
-    def launch_one(self, call: bytes) -> RemoteFuture[Any]:
+    def launch_one(self, call: PackedCall) -> RemoteFuture[Any]:
         self.upload({"0": [(0, call)]})
         info = self.create("0")
         future: RemoteFuture[Any] = RemoteFuture(self.hub, self.namespace, info, self.run_id, "0", self.name, 0)

@@ -26,9 +26,9 @@ from typing import Any
 
 from huggingface_hub import JobInfo
 
+from ._calls import PackedCall
 from ._future import TERMINAL, ChunkFuture, local_lines, watch
 from ._options import Options
-from ._packing import pack_calls
 from .errors import OptionsError, RemoteTraceback
 
 LOG_MODES = ("errors", "all", "none")
@@ -112,9 +112,9 @@ class MapRun:
         self._counter = itertools.count()
         self._next_index = 0
         self._exhausted = False
-        self._uploaded: list[tuple[str, list[tuple[int, bytes]]]] = []  # chunks uploaded, no job yet
-        self._running: dict[ChunkFuture, list[tuple[int, bytes]]] = {}
-        self._retry: list[tuple[int, bytes]] = []
+        self._uploaded: list[tuple[str, list[tuple[int, PackedCall]]]] = []  # chunks uploaded, no job yet
+        self._running: dict[ChunkFuture, list[tuple[int, PackedCall]]] = {}
+        self._retry: list[tuple[int, PackedCall]] = []
         self._tries: dict[int, int] = {}
         self._done: dict[int, tuple[bool, Any]] = {}  # finished, not yet yielded
         self._error: BaseException | None = None  # the failure that ends the map (without return_exceptions)
@@ -168,16 +168,13 @@ class MapRun:
         return outcome[1]  # failures only get here with return_exceptions: the others raised in _collect
 
     # -- launching -------------------------------------------------------------------------------
-    def _take_inputs(self, count: int) -> list[tuple[int, bytes]]:
-        """Up to `count` inputs from the caller's iterator, packed; an error in the iterator stops the map."""
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-        while len(calls) < count and not self._exhausted:
-            try:
-                calls.append(next(self.calls))
-            except StopIteration:
-                self._exhausted = True
-        first, self._next_index = self._next_index, self._next_index + len(calls)
-        return list(zip(itertools.count(first), pack_calls(self.prepared.fn, calls), strict=False))
+    def _take_inputs(self, count: int) -> list[tuple[int, PackedCall]]:
+        """Up to `count` inputs from the caller's iterator, packed as read and bounded in bytes; an error in
+        the iterator stops the map."""
+        packed, exhausted = self.prepared.packer.take(self.calls, count)
+        self._exhausted = self._exhausted or exhausted
+        first, self._next_index = self._next_index, self._next_index + len(packed)
+        return list(enumerate(packed, first))
 
     def _launch(self) -> None:
         # Results may not run too far ahead of the one awaited next (ordered), so memory stays flat.
@@ -188,7 +185,7 @@ class MapRun:
         # Retries were read already: they go whatever `ahead` is (or a failed input awaited next would stall).
         read_more = not self._exhausted and ahead < self._window * self.chunksize * 2
         if not self._uploaded and (self._retry or read_more):
-            chunks: list[list[tuple[int, bytes]]] = []
+            chunks: list[list[tuple[int, PackedCall]]] = []
             while self._retry and len(chunks) < self._window:
                 chunks.append(self._retry[: self.chunksize])
                 del self._retry[: self.chunksize]
@@ -218,7 +215,7 @@ class MapRun:
                 raise failures[0]
             self._refresh_bar()
 
-    def _track(self, batch: list[tuple[str, list[tuple[int, bytes]]]], creations: list[Future[JobInfo]]) -> None:
+    def _track(self, batch: list[tuple[str, list[tuple[int, PackedCall]]]], creations: list[Future[JobInfo]]) -> None:
         """Watch the jobs that were created."""
         for (chunk, calls), creation in zip(batch, creations, strict=True):
             if not creation.done() or creation.exception() is not None:

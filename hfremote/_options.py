@@ -54,6 +54,8 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     name: str | None = None
     detach: bool = False  # Ctrl-C on a blocking call leaves the job running instead of cancelling it
     stream_logs: bool = True  # blocking calls print the job's log lines to stderr
+    ship: tuple[str, ...] = ()  # modules that travel by value whatever their origin (Modal's add_local_python_source)
+    pin: tuple[str, ...] = ()  # modules or distributions installed in the job at the caller's version, never shipped
 
     @property
     def job_image(self) -> str:

@@ -15,12 +15,11 @@ import importlib.metadata
 import importlib.util
 import inspect
 import json
-import site
 import sys
-import sysconfig
 import threading
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -29,39 +28,27 @@ from typing import Any
 import cloudpickle
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 
+from ._calls import READ_AHEAD_BYTES, PackedCall, dumps, pack_limited, picklable
+from ._origins import (
+    NEVER_SHIPPED,
+    is_ours,
+    is_ours_file,
+    module_file,
+    requirement_of,
+    requirement_of_distribution,
+    requirements_of_distribution,
+)
 from .errors import OptionsError, PicklingError
 
 MAX_CALL_BYTES = 512 << 20
-_NEVER_SHIPPED = {"hfremote", "cloudpickle", "__main__", "builtins"}
+_NEVER_SHIPPED = NEVER_SHIPPED
 _lock = threading.Lock()
 
 
-@lru_cache(maxsize=1)
-def _installed_roots() -> tuple[str, ...]:
-    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
-    paths.add(site.getusersitepackages() if hasattr(site, "getusersitepackages") else "")
-    paths.add(sys.base_prefix)
-    return tuple(str(Path(p).resolve()) for p in paths if p)
-
-
 def is_local(module: types.ModuleType) -> bool:
-    """A module of the user's own (a script, a folder on sys.path), which the job cannot import."""
-    top = module.__name__.partition(".")[0]
-    if top in _NEVER_SHIPPED or top in sys.stdlib_module_names:
-        return False
-    file = getattr(module, "__file__", None)
-    if not file:
-        return False
-    return _local_file(str(file))
-
-
-@lru_cache(maxsize=8192)
-def _local_file(file: str) -> bool:
-    # Cached: every packed call looks at every loaded module, and resolving a path costs system calls.
-    return not str(Path(file).resolve()).startswith(_installed_roots())
+    """A module of the user's own, which the job cannot install: it travels by value (see `_origins`)."""
+    return is_ours(module)
 
 
 def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
@@ -114,10 +101,12 @@ class Scan:
     of the user's own that it uses (recursively), and whole local modules it refers to by name.
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], ship: Iterable[str] = (), pin: Iterable[str] = ()) -> None:
+        self.rules = Rules(ship, pin)
         self.local: dict[str, types.ModuleType] = {}
         self.body_imports: dict[str, types.ModuleType] = {}  # local modules the job must be able to import
-        self.imports: set[str] = set()
+        self.imports: set[str] = set()  # top-level names of the modules the job must install (or has)
+        self.installed: dict[str, str | None] = {}  # module name -> its file, for the modules installed in the job
         self._files: dict[str, set[str]] = {}  # code name -> the files it is defined in
         self._seen: set[int] = set()
         self._visit_function(fn)
@@ -157,21 +146,23 @@ class Scan:
             self.imports.add(top)  # never installed: pinned_dependencies leaves these out
             return
         module = sys.modules.get(name)
+        file = module_file(module) if module is not None else None
         if module is None:
             try:
                 spec = importlib.util.find_spec(name)
             except (ImportError, ValueError):
                 spec = None
-            origin = getattr(spec, "origin", None)
-            if origin and not str(Path(origin).resolve()).startswith(_installed_roots()):
+            file = getattr(spec, "origin", None)
+            if file and self.rules.ours_file(name, file):
                 module = importlib.import_module(name)  # to ship it, it must be loaded here
-        if module is None or not is_local(module):
+        if module is None or not self.rules.ours(module):
             self.imports.add(top)
+            self.installed.setdefault(name, file)
             return
         parts = name.split(".")
         for depth in range(1, len(parts) + 1):
             found = sys.modules.get(".".join(parts[:depth]))
-            if found is not None and is_local(found):
+            if found is not None and self.rules.ours(found):
                 self.body_imports[found.__name__] = found
         self._visit_module(module, whole=True)
 
@@ -179,7 +170,7 @@ class Scan:
         module = _module_of(value)
         if module is not None:
             self._visit_module(module, whole=isinstance(value, types.ModuleType))
-        ours = module is None or module.__name__ == "__main__" or is_local(module)
+        ours = module is None or module.__name__ == "__main__" or self.rules.ours(module)
         if ours and inspect.isfunction(value):
             self._visit_function(value)
         elif ours and inspect.isclass(value) and id(value) not in self._seen:
@@ -209,8 +200,9 @@ class Scan:
         name = module.__name__
         if name == "__main__":
             return
-        if not is_local(module):
+        if not self.rules.ours(module):
             self.imports.add(name.partition(".")[0])
+            self.installed.setdefault(name, module_file(module))
             return
         self.local[name] = module
         if not whole or id(module) in self._seen:
@@ -224,33 +216,59 @@ class Scan:
                 self._visit_module(value, whole=True)
 
 
-@lru_cache(maxsize=1)
-def _distributions() -> Mapping[str, list[str]]:
-    return importlib.metadata.packages_distributions()
+class Rules:
+    """Which modules travel by value: the user's own (see `_origins`), plus those named in `ship`, minus
+    those named in `pin` (installed in the job at the caller's version instead)."""
 
+    def __init__(self, ship: Iterable[str] = (), pin: Iterable[str] = ()) -> None:
+        self.ship, self.pin = tuple(ship), tuple(pin)
 
-def _public_version(dist: str) -> str | None:
-    try:
-        return Version(importlib.metadata.version(dist)).public
-    except (importlib.metadata.PackageNotFoundError, InvalidVersion):
-        return None
+    def _named(self, name: str, names: tuple[str, ...]) -> bool:
+        return any(name == n or name.startswith(n + ".") for n in names)
+
+    def ours_file(self, name: str, file: str | None) -> bool:
+        if self._named(name, self.pin):
+            return False
+        if self._named(name, self.ship) and name.partition(".")[0] not in _NEVER_SHIPPED:
+            return True
+        return is_ours_file(name, file)
+
+    def ours(self, module: types.ModuleType) -> bool:
+        return self.ours_file(module.__name__, module_file(module))
 
 
 def pinned_dependencies(scan: Scan, explicit: Iterable[str]) -> list[str]:
-    """`explicit` plus `dist==version` for every detected third-party import not named in it."""
+    """`explicit`, the `pin`ned distributions, and `dist==version` for every distribution the job needs.
+
+    Needed are the distributions of the modules the function reaches (imports, globals, bases, the
+    classes of the arguments: see `PackedCall.modules`), and the dependencies of the distributions that
+    travel by value (an editable install's `requires`). Explicit `dependencies` win over detected pins.
+    """
+    explicit = list(explicit)
     named: set[str] = {canonicalize_name(Requirement(dep).name) for dep in explicit}
     named |= {"cloudpickle", "hfremote"}  # cloudpickle is pinned by the entry script itself
-    pins = []
+    wanted: list[str] = []
+    for name in scan.rules.pin:
+        found = requirement_of_distribution(name)
+        if found is None:
+            raise OptionsError(
+                f"pin=[{name!r}]: no installed distribution provides {name!r} here; install it, or use "
+                f"dependencies=[{name!r}] to have the job install it from the package index"
+            )
+        wanted.append(found)
     local_tops = {name.partition(".")[0] for name in scan.local}
-    for top in sorted(scan.imports - local_tops - set(sys.stdlib_module_names) - _NEVER_SHIPPED):
-        for dist in _distributions().get(top, []):
-            if canonicalize_name(dist) in named:
-                continue
-            version = _public_version(dist)
-            if version is not None:
-                pins.append(f"{dist}=={version}")
-                named.add(canonicalize_name(dist))
-    return [*explicit, *pins]
+    for name, file in sorted(scan.installed.items()):
+        if name.partition(".")[0] not in local_tops:
+            wanted += [r] if (r := requirement_of(name, file)) else []
+    for name, module in sorted(scan.local.items()):
+        wanted += requirements_of_distribution(name, module_file(module))
+    pins = []
+    for requirement in wanted:
+        dist = canonicalize_name(Requirement(requirement).name)
+        if dist not in named:
+            pins.append(requirement)
+            named.add(dist)
+    return [*explicit, *sorted(pins, key=str.lower)]
 
 
 def check_function(fn: Callable[..., Any]) -> None:
@@ -274,11 +292,10 @@ def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:
     modules = []
     for name in sorted(scan.local):
         top = sys.modules.get(name.partition(".")[0])
-        modules.append(top if top is not None and is_local(top) else scan.local[name])
+        modules.append(top if top is not None and scan.rules.ours(top) else scan.local[name])
     with _by_value(modules):
         try:
-            data: bytes = cloudpickle.dumps({"function": fn, "modules": scan.body_imports})
-            return data
+            return dumps({"function": fn, "modules": scan.body_imports})
         except Exception as e:
             raise PicklingError(_culprit_of_function(fn, e)) from e
 
@@ -288,9 +305,8 @@ def _culprit_of_function(fn: Callable[..., Any], error: Exception) -> str:
     for name, value in _referenced(fn):
         if isinstance(value, types.ModuleType):
             continue
-        try:
-            cloudpickle.dumps(value)
-        except Exception as e:
+        e = picklable(value)
+        if e is not None:
             return (
                 f"{where} cannot be shipped to the job: it uses {name!r} ({type(value).__name__}), which cannot be "
                 f"pickled: {e}. Create it inside the function instead"
@@ -314,57 +330,119 @@ def _by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
                 cloudpickle.unregister_pickle_by_value(module)
 
 
-def _loaded_local_modules() -> list[types.ModuleType]:
+def _loaded_local_modules(rules: Rules) -> list[types.ModuleType]:
     """The user's own top-level modules loaded here: an argument may be an instance of a class of theirs
     that the function never names."""
     return [
         module
         for name, module in list(sys.modules.items())
-        if "." not in name and isinstance(module, types.ModuleType) and is_local(module)
+        if "." not in name and isinstance(module, types.ModuleType) and rules.ours(module)
     ]
 
 
 def pack_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """cloudpickle one call's arguments, checked against the signature like a local call."""
-    return pack_calls(fn, [(args, kwargs)])[0]
+    return Packer(fn).pack(args, kwargs).read()
 
 
-def pack_calls(fn: Callable[..., Any], calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[bytes]:
+def pack_calls(fn: Callable[..., Any], calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[PackedCall]:
     """`pack_call` for many calls, with one look at the signature and the loaded modules for all of them."""
-    try:
-        signature: inspect.Signature | None = inspect.signature(fn)
-    except (TypeError, ValueError):
-        signature = None
-    with _by_value(_loaded_local_modules()):
-        return [_pack(fn, signature, args, kwargs) for args, kwargs in calls]
+    return Packer(fn).pack_many(calls)
 
 
-def _pack(
-    fn: Callable[..., Any], signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> bytes:
-    try:
-        bound = signature.bind(*args, **kwargs) if signature is not None else None
-    except TypeError as e:
-        raise TypeError(f"{getattr(fn, '__qualname__', fn)}(): {e}") from None
-    try:
-        data: bytes = cloudpickle.dumps((args, kwargs))
-    except Exception as e:
-        items = bound.arguments.items() if bound is not None else enumerate([*args, *kwargs.values()])
-        for name, value in items:
-            try:
-                cloudpickle.dumps(value)
-            except Exception as inner:
-                raise PicklingError(
-                    f"argument {name!r} of {getattr(fn, '__qualname__', fn)}() ({type(value).__name__}) cannot be "
-                    f"pickled: {inner}"
-                ) from inner
-        raise PicklingError(f"the arguments cannot be pickled: {e}") from e
-    if len(data) > MAX_CALL_BYTES:
-        raise OptionsError(
-            f"the arguments of this call pickle to {len(data) / 1e6:.0f} MB; the limit is {MAX_CALL_BYTES / 1e6:.0f} "
-            "MB. Put large data in a bucket or Hub repo and mount it with volumes=[...], or pass a path or URL"
-        )
-    return data
+class Packer:
+    """Packs the calls of one function (see `_calls`), and gathers what their arguments need installed.
+
+    The distributions of the objects actually pickled (an ndarray argument, a default, a closure value)
+    are installed in the job even when the function never imports them.
+    """
+
+    def __init__(self, fn: Callable[..., Any], rules: Rules | None = None) -> None:
+        self.fn, self.rules = fn, rules or Rules()
+        try:
+            self._signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            self._signature = None
+        self.requirements: dict[str, str] = {}  # canonical distribution name -> requirement
+        self._looked: set[str] = set()
+        self._sealed: set[str] | None = None  # the distributions the uploaded entry script installs
+        self._warned: set[str] = set()
+
+    def pack(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PackedCall:
+        return self.pack_many([(args, kwargs)])[0]
+
+    def pack_many(self, calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[PackedCall]:
+        with _by_value(_loaded_local_modules(self.rules)):
+            return [self._pack(args, kwargs) for args, kwargs in calls]
+
+    def take(
+        self, calls: Iterator[tuple[tuple[Any, ...], dict[str, Any]]], count: int, budget: int = READ_AHEAD_BYTES
+    ) -> tuple[list[PackedCall], bool]:
+        """Up to `count` calls read from `calls` and packed one by one, stopping once `budget` bytes are packed
+        (read-ahead bounded in bytes, not only in calls); and whether `calls` is exhausted."""
+        packed: list[PackedCall] = []
+        size = 0
+        with _by_value(_loaded_local_modules(self.rules)):
+            while len(packed) < count and size < budget:
+                try:
+                    args, kwargs = next(calls)
+                except StopIteration:
+                    return packed, True
+                packed.append(self._pack(args, kwargs))  # the input itself can be freed now
+                size += packed[-1].size
+        return packed, False
+
+    def _pack(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PackedCall:
+        where = getattr(self.fn, "__qualname__", repr(self.fn))
+        try:
+            bound = self._signature.bind(*args, **kwargs) if self._signature is not None else None
+        except TypeError as e:
+            raise TypeError(f"{where}(): {e}") from None
+        modules: set[str] = set()
+        try:
+            packed = pack_limited((args, kwargs), MAX_CALL_BYTES, modules)
+        except OptionsError:
+            raise
+        except Exception as e:
+            items = bound.arguments.items() if bound is not None else enumerate([*args, *kwargs.values()])
+            for name, value in items:
+                inner = picklable(value)
+                if isinstance(inner, PicklingError):
+                    raise PicklingError(f"argument {name!r} of {where}(): {inner}") from None
+                if inner is not None:
+                    raise PicklingError(
+                        f"argument {name!r} of {where}() ({type(value).__name__}) cannot be pickled: {inner}"
+                    ) from inner
+            raise PicklingError(f"the arguments cannot be pickled: {e}") from e
+        self._note(packed.modules)
+        return packed
+
+    def _note(self, modules: Iterable[str]) -> None:
+        for name in sorted(set(modules) - self._looked):
+            self._looked.add(name)
+            module = sys.modules.get(name)
+            if module is None or self.rules.ours(module):
+                continue  # by value
+            requirement = requirement_of(name, module_file(module))
+            if requirement is None:
+                continue
+            dist = canonicalize_name(Requirement(requirement).name)
+            self.requirements.setdefault(dist, requirement)
+            if self._sealed is not None and dist not in self._sealed and dist not in self._warned:
+                self._warned.add(dist)
+                warnings.warn(
+                    f"an input of this map needs {requirement}, which the first inputs did not: the job's "
+                    f"environment was set up already, so add dependencies=[{requirement!r}]",
+                    stacklevel=2,
+                )
+
+    def dependencies(self, base: Iterable[str]) -> list[str]:
+        """`base` plus the arguments' distributions it does not name; the job's environment is fixed then."""
+        out = list(base)
+        named = {canonicalize_name(Requirement(dep).name) for dep in out} | {"cloudpickle", "hfremote"}
+        out += [req for dist, req in sorted(self.requirements.items()) if dist not in named]
+        self._sealed = named | set(self.requirements)
+        return out
 
 
 def render_entry(python: str, dependencies: Iterable[str]) -> str:

@@ -33,7 +33,7 @@ from ._cron import schedule_problem
 from ._future import RUN_LABEL, RemoteFuture, watch
 from ._hub import BUCKET, Hub
 from ._options import RUN_MOUNT, Options, build, sanitize
-from ._packing import Scan, check_function, pack_call
+from ._packing import Packer, Rules, Scan, check_function
 from .errors import BackendError, HFRemoteError, OptionsError
 
 P = ParamSpec("P")
@@ -125,11 +125,12 @@ class ScheduledFunction(Generic[P, R]):
         """Create or update the scheduled job so it runs `fn(*args, **kwargs)` on the schedule. Idempotent."""
         from ._function import Prepared  # the run machinery of @remote, shared
 
-        call = pack_call(self._fn, args, kwargs)  # a bad argument fails before any request
+        packer = Packer(self._fn, Rules(self._options.ship, self._options.pin))
+        call = packer.pack(args, kwargs)  # a bad argument fails before any request
         hub = current_hub()
-        prepared = Prepared(hub, self._fn, self._options)
+        prepared = Prepared(hub, self._fn, self._options, packer)
         prepared.name = self.name
-        digest = self._digest(prepared, call)
+        digest = self._digest(prepared, call.read())
         prepared.run_id = f"{self.name[:80]}-{digest}"
         prepared.folder = f"schedules/{self.name}/{digest}"
         existing = self._existing(hub, prepared.namespace)
