@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import sys
 import sysconfig
 import types
@@ -84,10 +85,11 @@ def _read_direct(dist: importlib.metadata.Distribution) -> dict[str, object] | N
 
 
 @lru_cache(maxsize=4)
-def _index(path: tuple[str, ...]) -> _Index:
-    """Every distribution visible on `path` (sys.path), as import would find them (first one wins)."""
+def _index(key: tuple[tuple[str, int], ...]) -> _Index:
+    """Every distribution visible on sys.path (`key`: its folders and their times), as import would find
+    them (the first one wins)."""
     by_name: dict[str, _Dist] = {}
-    for dist in importlib.metadata.distributions(path=list(path)):
+    for dist in importlib.metadata.distributions(path=[folder for folder, _ in key]):
         name = dist.metadata["Name"] if dist.metadata else None
         if not name or _canonical(name) in by_name:
             continue
@@ -102,8 +104,25 @@ def _index(path: tuple[str, ...]) -> _Index:
     return _Index(by_top, by_name, [(folder, d) for folder, d in sources if folder is not None])
 
 
+_key: list[tuple[tuple[str, int], ...]] = [()]
+
+
+def refresh() -> None:
+    """Look again at what is installed if a folder of sys.path changed (a `pip install` since the last call).
+
+    Called once per function and per batch of calls: a stat of each sys.path folder, not of each module.
+    """
+    key = []
+    for folder in sys.path:
+        try:
+            key.append((folder, os.stat(folder or ".").st_mtime_ns))
+        except OSError:
+            key.append((folder, 0))
+    _key[0] = tuple(key)
+
+
 def _current() -> _Index:
-    return _index(tuple(sys.path))
+    return _index(_key[0] or tuple((p, 0) for p in sys.path))
 
 
 @lru_cache(maxsize=1)
@@ -146,11 +165,11 @@ def module_file(module: types.ModuleType) -> str | None:
 
 def is_ours_file(name: str, file: str | None) -> bool:
     """Whether module `name`, loaded from `file`, is the user's own: the job cannot install it."""
-    return _is_ours(name, file, tuple(sys.path))
+    return _is_ours(name, file, _key[0])
 
 
 @lru_cache(maxsize=16384)
-def _is_ours(name: str, file: str | None, _path: tuple[str, ...]) -> bool:
+def _is_ours(name: str, file: str | None, _installed: tuple[tuple[str, int], ...]) -> bool:
     top = name.partition(".")[0]
     if top in NEVER_SHIPPED or top in sys.stdlib_module_names or not file:
         return False

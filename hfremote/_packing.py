@@ -35,6 +35,7 @@ from ._origins import (
     is_ours,
     is_ours_file,
     module_file,
+    refresh,
     requirement_of,
     requirement_of_distribution,
     requirements_of_distribution,
@@ -222,6 +223,7 @@ class Rules:
 
     def __init__(self, ship: Iterable[str] = (), pin: Iterable[str] = ()) -> None:
         self.ship, self.pin = tuple(ship), tuple(pin)
+        refresh()
 
     def _named(self, name: str, names: tuple[str, ...]) -> bool:
         return any(name == n or name.startswith(n + ".") for n in names)
@@ -372,6 +374,7 @@ class Packer:
         return self.pack_many([(args, kwargs)])[0]
 
     def pack_many(self, calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[PackedCall]:
+        refresh()
         with _by_value(_loaded_local_modules(self.rules)):
             return [self._pack(args, kwargs) for args, kwargs in calls]
 
@@ -401,21 +404,26 @@ class Packer:
         modules: set[str] = set()
         try:
             packed = pack_limited((args, kwargs), MAX_CALL_BYTES, modules)
-        except OptionsError:
-            raise
+        except OptionsError as e:
+            if not isinstance(e, PicklingError):
+                raise  # too large
+            error: Exception = e
         except Exception as e:
-            items = bound.arguments.items() if bound is not None else enumerate([*args, *kwargs.values()])
-            for name, value in items:
-                inner = picklable(value)
-                if isinstance(inner, PicklingError):
-                    raise PicklingError(f"argument {name!r} of {where}(): {inner}") from None
-                if inner is not None:
-                    raise PicklingError(
-                        f"argument {name!r} of {where}() ({type(value).__name__}) cannot be pickled: {inner}"
-                    ) from inner
-            raise PicklingError(f"the arguments cannot be pickled: {e}") from e
-        self._note(packed.modules)
-        return packed
+            error = e
+        else:
+            self._note(packed.modules)
+            return packed
+        # Name the argument that cannot travel (each is pickled again, into nothing).
+        items = bound.arguments.items() if bound is not None else enumerate([*args, *kwargs.values()])
+        for name, value in items:
+            inner = picklable(value)
+            if isinstance(inner, PicklingError):
+                raise PicklingError(f"argument {name!r} of {where}(): {inner}") from None
+            if inner is not None:
+                raise PicklingError(
+                    f"argument {name!r} of {where}() ({type(value).__name__}) cannot be pickled: {inner}"
+                ) from inner
+        raise PicklingError(f"the arguments cannot be pickled: {error}") from error
 
     def _note(self, modules: Iterable[str]) -> None:
         for name in sorted(set(modules) - self._looked):
