@@ -30,7 +30,7 @@ from ._config import current_hub
 from ._future import CALL_LABEL, FUNCTION_LABEL, RUN_LABEL, RemoteFuture, local_lines, watch
 from ._hub import Hub
 from ._map import CostEstimate, MapRun, MapSettings, calls_of, estimate, length_of
-from ._options import RUN_MOUNT, Options, build, resolve_secrets, sanitize
+from ._options import RUN_MOUNT, Options, build, check_count, resolve_secrets, sanitize
 from ._packing import Packer, Rules, Scan, check_function, pack_function, pinned_dependencies, render_entry
 from ._schedule import ScheduledFunction, schedule
 
@@ -139,9 +139,7 @@ class RemoteFunction(Generic[P, R]):
         """
         MapSettings(chunksize=chunksize, retries=retries)  # checks them
         settings = build(self._options, **options) if options else self._options
-        if not isinstance(inputs, int) and not hasattr(inputs, "__len__"):
-            raise TypeError("map_cost() takes the number of inputs or a sized collection such as a list")
-        count = inputs if isinstance(inputs, int) else len(inputs)
+        count = check_count(inputs)
         hub = current_hub()
         hub.check_flavor(settings.flavor)
         price = hub.hardware()[settings.flavor]["price_per_minute"]

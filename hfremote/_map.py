@@ -28,7 +28,7 @@ from huggingface_hub import JobInfo
 
 from ._calls import PackedCall
 from ._future import TERMINAL, ChunkFuture, local_lines, watch
-from ._options import Options
+from ._options import Options, check_map_options
 from .errors import OptionsError, RemoteTraceback
 
 LOG_MODES = ("errors", "all", "none")
@@ -85,6 +85,7 @@ class MapSettings:
                 raise OptionsError(f"{name}={value!r} must be an integer >= {low}")
         if self.logs not in LOG_MODES:
             raise OptionsError(f"logs={self.logs!r}: use one of {', '.join(LOG_MODES)}")
+        check_map_options(self.ordered, self.return_exceptions, self.progress, self.max_cost_usd)
 
 
 class MapRun:
