@@ -67,8 +67,8 @@ def _encode(payload: dict[str, Any]) -> bytes:
             cloudpickle.loads(data)  # but cannot be re-created: then send its type, message and traceback
         return data
     except Exception as e:
-        if payload.get("error") is not None:
-            payload = {**payload, "error": None}
+        if payload.get("error") is not None:  # its parts, so the client rebuilds it as itself (no __init__)
+            payload = {**payload, "error": None, **_exception_parts(payload["error"])}
         else:  # the return value cannot travel
             payload = {
                 "ok": False,
@@ -79,6 +79,28 @@ def _encode(payload: dict[str, Any]) -> bytes:
             }
         encoded: bytes = cloudpickle.dumps(payload)
         return encoded
+
+
+def _exception_parts(exc: BaseException) -> dict[str, Any]:
+    """An exception that does not round-trip through pickle (a constructor with keyword-only or more
+    arguments than `args` holds): its class, args and attributes, each pickled alone; the attributes that
+    cannot travel are named instead."""
+    try:
+        parts: dict[str, Any] = {"class": cloudpickle.dumps(type(exc))}
+    except Exception:  # the class itself cannot travel: the client shows its name and message
+        return {}
+    try:
+        parts["args"] = cloudpickle.dumps(tuple(exc.args))
+    except Exception:
+        parts["args"] = cloudpickle.dumps((str(exc),))
+    state, lost = {}, []
+    for key, value in list(getattr(exc, "__dict__", {}).items()):
+        try:
+            state[key] = cloudpickle.dumps(value)
+        except Exception:
+            lost.append(key)
+    parts.update(state=state, lost=lost)
+    return parts
 
 
 class _Results:

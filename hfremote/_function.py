@@ -17,10 +17,11 @@ import os
 import sys
 import tempfile
 import threading
+import types
 from collections.abc import Callable, Generator, Iterable, Sized
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import cloudpickle
 from huggingface_hub import JobInfo, Volume
@@ -29,13 +30,26 @@ from ._calls import PackedCall, write_chunk
 from ._config import current_hub
 from ._future import CALL_LABEL, FUNCTION_LABEL, RUN_LABEL, RemoteFuture, local_lines, watch
 from ._hub import Hub
+from ._inside import LocalFunction
 from ._map import CostEstimate, MapRun, MapSettings, calls_of, estimate, length_of
 from ._options import RUN_MOUNT, Options, build, check_count, resolve_secrets, sanitize
-from ._packing import Packer, Rules, Scan, check_function, pack_function, pinned_dependencies, render_entry
+from ._packing import (
+    Packer,
+    Rules,
+    Scan,
+    check_function,
+    describe,
+    pack_function,
+    pinned_dependencies,
+    render_entry,
+    short_name,
+)
 from ._schedule import ScheduledFunction, schedule
 
 P = ParamSpec("P")
+Q = ParamSpec("Q")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 def new_run_id() -> str:
@@ -150,16 +164,28 @@ class RemoteFunction(Generic[P, R]):
         future = self.submit(*args, **kwargs)
         return wait_streaming(future, self._options)
 
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        # Inside a job (a recursive function, or one that calls another remote function), the call is local.
-        return (_plain, (self._fn,))
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> RemoteFunction[P, R]: ...
+
+    @overload
+    def __get__(
+        self: RemoteFunction[Concatenate[S, Q], R], instance: S, owner: type[Any] | None = None
+    ) -> RemoteFunction[Q, R]: ...
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any:
+        """`@remote` on a method binds like a method: `Trainer().fit(3)` runs `fit(trainer, 3)` as a job,
+        with the instance pickled along."""
+        if instance is None:
+            return self
+        return RemoteFunction(types.MethodType(self._fn, instance), self._options)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Inside a job (a recursive function, or one that calls another remote function), calls are plain
+        # calls: the remote function travels as a LocalFunction, whose class travels by value (see _inside).
+        return (LocalFunction, (self._fn,))
 
     def __repr__(self) -> str:
-        return f"<RemoteFunction {self._fn.__module__}.{self._fn.__qualname__} flavor={self._options.flavor}>"
-
-
-def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return fn
+        return f"<RemoteFunction {describe(self._fn)} flavor={self._options.flavor}>"
 
 
 class Prepared:
@@ -177,7 +203,7 @@ class Prepared:
         self.dependencies = pinned_dependencies(scan, explicit) if options.detect_dependencies else explicit
         self.run_id = new_run_id()
         self.folder = f"runs/{self.run_id}"  # in the bucket; scheduled functions use schedules/<name>/<spec>
-        self.name = sanitize(str(options.name or getattr(fn, "__name__", "fn")))
+        self.name = sanitize(str(options.name or short_name(fn)))
         self.namespace = hub.namespace(options.namespace)
         hub.check_flavor(options.flavor)
         self._uploaded = False
@@ -203,7 +229,7 @@ class Prepared:
             manifest = {
                 "python": self.options.python,
                 "cloudpickle": cloudpickle.__version__,
-                "function": f"{self.fn.__module__}.{self.fn.__qualname__}",
+                "function": describe(self.fn),
                 "dependencies": self.dependencies,
                 "created": datetime.now(timezone.utc).isoformat(),
             }
@@ -224,7 +250,7 @@ class Prepared:
         return self.hub.bucket(self.namespace)
 
     def labels(self, chunk: str) -> dict[str, str]:
-        function = sanitize(f"{self.fn.__module__}.{self.fn.__qualname__}")
+        function = sanitize(describe(self.fn))
         return {
             **self.options.labels,
             RUN_LABEL: self.run_id,

@@ -33,6 +33,7 @@ from huggingface_hub import JobInfo
 from ._config import current_hub, poll_interval
 from ._entry import read_results
 from ._hub import BUCKET, Hub
+from ._raised import rebuild_exception
 from .errors import BackendError, HFRemoteError, JobFailedError, RemoteTraceback
 
 R = TypeVar("R")
@@ -273,7 +274,7 @@ def _decode_payload(data: bytes, code_files: dict[str, str]) -> tuple[bool, Any]
         return True, payload["value"]
     error = payload.get("error")
     if error is None:
-        error = _rebuild(payload.get("type", "Exception"), payload.get("message", ""))
+        error = rebuild_exception(payload) or _rebuild(payload.get("type", "Exception"), payload.get("message", ""))
     if payload.get("traceback"):
         error.__cause__ = RemoteTraceback(localize(payload["traceback"], code_files))
     return False, error

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dis
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -29,6 +30,7 @@ import cloudpickle
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from . import _inside
 from ._calls import READ_AHEAD_BYTES, PackedCall, dumps, pack_limited, picklable
 from ._origins import (
     NEVER_SHIPPED,
@@ -50,6 +52,20 @@ _lock = threading.Lock()
 def is_local(module: types.ModuleType) -> bool:
     """A module of the user's own, which the job cannot install: it travels by value (see `_origins`)."""
     return is_ours(module)
+
+
+def describe(fn: Callable[..., Any]) -> str:
+    """`module.qualname` of any callable: a function, a method, a functools.partial, a callable instance."""
+    if isinstance(fn, functools.partial):
+        return describe(fn.func)
+    target = fn if hasattr(fn, "__qualname__") else type(fn)
+    module = getattr(target, "__module__", None) or "?"
+    return f"{module}.{getattr(target, '__qualname__', type(fn).__name__)}"
+
+
+def short_name(fn: Callable[..., Any]) -> str:
+    """The callable's own name (`fit`, `pow`, `Model`), for job names."""
+    return describe(fn).rpartition(".")[2]
 
 
 def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
@@ -110,7 +126,25 @@ class Scan:
         self.installed: dict[str, str | None] = {}  # module name -> its file, for the modules installed in the job
         self._files: dict[str, set[str]] = {}  # code name -> the files it is defined in
         self._seen: set[int] = set()
-        self._visit_function(fn)
+        self._visit_callable(fn)
+
+    def _visit_callable(self, fn: Any) -> None:
+        """A function, or what wraps one: a bound method, a partial, a callable instance, a RemoteFunction."""
+        if isinstance(fn, types.MethodType):
+            self._visit_value(fn.__self__)
+            fn = fn.__func__
+        if isinstance(fn, functools.partial):
+            self._visit_callable(fn.func)
+            for value in [*fn.args, *fn.keywords.values()]:
+                self._visit_value(value)
+        elif inspect.isfunction(fn):
+            self._visit_function(fn)
+        elif callable(fn) and not inspect.isbuiltin(fn) and not isinstance(fn, type):
+            self._visit_value(type(fn))  # a callable instance: its class (and its __call__) travel
+            for value in list(getattr(fn, "__dict__", {}).values())[:100]:
+                self._visit_value(value)
+        else:
+            self._visit_value(fn)
 
     @property
     def code_files(self) -> dict[str, str]:
@@ -168,6 +202,10 @@ class Scan:
         self._visit_module(module, whole=True)
 
     def _visit_value(self, value: Any) -> None:
+        wrapped = getattr(value, "__wrapped__", None)  # a RemoteFunction (or functools.wraps) used by the function
+        if wrapped is not None and callable(wrapped) and not isinstance(value, type) and id(value) not in self._seen:
+            self._seen.add(id(value))
+            self._visit_callable(wrapped)
         module = _module_of(value)
         if module is not None:
             self._visit_module(module, whole=isinstance(value, types.ModuleType))
@@ -278,11 +316,11 @@ def check_function(fn: Callable[..., Any]) -> None:
         raise OptionsError(f"remote() needs a function, got {fn!r}")
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         raise OptionsError(
-            f"{getattr(fn, '__qualname__', fn)} is a generator function: a remote function must return its "
+            f"{describe(fn)} is a generator function: a remote function must return its "
             "result (return a list instead of yielding)"
         )
     if inspect.iscoroutinefunction(fn):
-        raise OptionsError(f"{fn.__qualname__} is async: remote functions must be plain (synchronous) functions")
+        raise OptionsError(f"{describe(fn)} is async: remote functions must be plain (synchronous) functions")
 
 
 def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:
@@ -303,7 +341,7 @@ def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:
 
 
 def _culprit_of_function(fn: Callable[..., Any], error: Exception) -> str:
-    where = getattr(fn, "__qualname__", repr(fn))
+    where = describe(fn)
     for name, value in _referenced(fn):
         if isinstance(value, types.ModuleType):
             continue
@@ -321,7 +359,7 @@ def _by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
     """cloudpickle these modules by value (the job cannot import them) while in this block."""
     with _lock:  # cloudpickle's registry is global
         added = []
-        for module in modules:
+        for module in [*modules, _inside]:  # a remote function used by the function travels as a LocalFunction
             if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
                 cloudpickle.register_pickle_by_value(module)
                 added.append(module)
@@ -396,7 +434,7 @@ class Packer:
         return packed, False
 
     def _pack(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PackedCall:
-        where = getattr(self.fn, "__qualname__", repr(self.fn))
+        where = describe(self.fn)
         try:
             bound = self._signature.bind(*args, **kwargs) if self._signature is not None else None
         except TypeError as e:

@@ -33,7 +33,7 @@ from ._cron import schedule_problem
 from ._future import RUN_LABEL, RemoteFuture, watch
 from ._hub import BUCKET, Hub
 from ._options import RUN_MOUNT, Options, build, sanitize
-from ._packing import Packer, Rules, Scan, check_function
+from ._packing import Packer, Rules, Scan, check_function, short_name
 from .errors import BackendError, HFRemoteError, OptionsError
 
 P = ParamSpec("P")
@@ -102,7 +102,8 @@ class ScheduledFunction(Generic[P, R]):
         check_function(fn)
         self._fn, self.schedule, self._options = fn, schedule, options  # the setter checks the cron
         self.concurrency, self.suspended_on_deploy = concurrency, suspend
-        self.name = sanitize(options.name or f"{_module_name(fn)}.{fn.__qualname__}")
+        qualname = getattr(fn, "__qualname__", None) or short_name(fn)
+        self.name = sanitize(options.name or f"{_module_name(fn)}.{qualname}")
         self.__doc__, self.__wrapped__ = fn.__doc__, fn
 
     @property

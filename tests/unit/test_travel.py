@@ -206,3 +206,16 @@ def test_take_reads_ahead_bounded_in_bytes() -> None:
 
 def test_rules_never_ship_hfremote() -> None:
     assert not Rules(ship=["hfremote"]).ours(sys.modules["hfremote"])
+
+
+def test_an_exception_whose_class_cannot_be_loaded_here_is_a_remote_error() -> None:
+    from hfremote._future import decode_results
+    from hfremote._raised import rebuild_exception
+
+    # What the entry script sends for an exception of a class only the job has: pickled by reference.
+    missing = b"\x80\x05\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x0fnot_here_hfr.mod\x94\x8c\x03Err\x94\x93\x94."
+    payload = {"ok": False, "error": None, "type": "not_here_hfr.mod.Err", "message": "boom", "traceback": "tb\n"}
+    assert rebuild_exception({**payload, "class": missing, "args": cloudpickle.dumps(("boom",))}) is None
+    data = pickle.dumps((0, cloudpickle.dumps({**payload, "class": missing, "args": cloudpickle.dumps(("boom",))})))
+    [(ok, error)] = decode_results(data).values()
+    assert not ok and type(error).__name__ == "RemoteError" and "boom" in str(error)
