@@ -27,7 +27,7 @@ import cloudpickle
 from .errors import OptionsError, PicklingError
 
 SPOOL_BYTES = 4 << 20  # a call larger than this waits on disk, not in memory
-READ_AHEAD_BYTES = 256 << 20  # a map stops reading inputs ahead once this much is packed
+READ_AHEAD_BYTES = 64 << 20  # a map stops reading inputs ahead once this much is packed
 _BLOCK = 1 << 20
 
 
