@@ -129,6 +129,26 @@ def dumps(obj: Any, modules: set[str] | None = None) -> bytes:
     return out.getvalue()
 
 
+class _Counter:
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        n = memoryview(data).nbytes
+        self.size += n
+        return n
+
+
+def pickled_size(obj: Any) -> int | None:
+    """How many bytes `obj` pickles to (counted, not kept), or None if it cannot be pickled."""
+    counter = _Counter()
+    try:
+        Pickler(counter, set()).dump(obj)
+    except Exception:
+        return None
+    return counter.size
+
+
 def picklable(obj: Any) -> Exception | None:
     """Why `obj` cannot be pickled, or None (nothing is kept: the output is discarded as it is made)."""
     try:

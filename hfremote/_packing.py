@@ -31,7 +31,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from . import _inside
-from ._calls import READ_AHEAD_BYTES, PackedCall, dumps, pack_limited, picklable
+from ._calls import READ_AHEAD_BYTES, PackedCall, dumps, pack_limited, picklable, pickled_size
 from ._origins import (
     NEVER_SHIPPED,
     is_ours,
@@ -45,6 +45,7 @@ from ._origins import (
 from .errors import OptionsError, PicklingError
 
 MAX_CALL_BYTES = 512 << 20
+LARGE_FUNCTION_BYTES = 16 << 20  # a function this large when pickled carries data: say which
 _NEVER_SHIPPED = NEVER_SHIPPED
 _lock = threading.Lock()
 
@@ -335,9 +336,30 @@ def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:
         modules.append(top if top is not None and scan.rules.ours(top) else scan.local[name])
     with _by_value(modules):
         try:
-            return dumps({"function": fn, "modules": scan.body_imports})
+            data = dumps({"function": fn, "modules": scan.body_imports})
         except Exception as e:
             raise PicklingError(_culprit_of_function(fn, e)) from e
+        if len(data) > LARGE_FUNCTION_BYTES:
+            _warn_large_captures(fn, len(data))
+        return data
+
+
+def _warn_large_captures(fn: Callable[..., Any], total: int) -> None:
+    """Name the globals and closure values that make the function large: they travel silently otherwise."""
+    sizes = []
+    for name, value in _referenced(fn):
+        if isinstance(value, (types.ModuleType, type)) or inspect.isfunction(value):
+            continue
+        size = pickled_size(value)
+        if size is not None and size >= LARGE_FUNCTION_BYTES // 4:
+            sizes.append((size, name, type(value).__name__))
+    found = ", ".join(f"{name!r} ({kind}, {size / 1e6:.0f} MB)" for size, name, kind in sorted(sizes, reverse=True)[:3])
+    warnings.warn(
+        f"{describe(fn)} pickles to {total / 1e6:.0f} MB because it captures {found or 'large values'}: they are "
+        "uploaded with every run. Load them inside the function, or pass a path and mount the data with "
+        "volumes=[...]",
+        stacklevel=5,
+    )
 
 
 def _culprit_of_function(fn: Callable[..., Any], error: Exception) -> str:

@@ -219,3 +219,17 @@ def test_an_exception_whose_class_cannot_be_loaded_here_is_a_remote_error() -> N
     data = pickle.dumps((0, cloudpickle.dumps({**payload, "class": missing, "args": cloudpickle.dumps(("boom",))})))
     [(ok, error)] = decode_results(data).values()
     assert not ok and type(error).__name__ == "RemoteError" and "boom" in str(error)
+
+
+BIG_TABLE = bytes(20 << 20)
+
+
+def uses_big_table(i: int) -> int:
+    return BIG_TABLE[i]
+
+
+def test_large_captured_globals_are_named_in_a_warning() -> None:
+    with pytest.warns(
+        UserWarning, match=r"uses_big_table pickles to 21 MB because it captures 'BIG_TABLE' \(bytes, 21 MB\)"
+    ):
+        pack_function(uses_big_table, Scan(uses_big_table))
