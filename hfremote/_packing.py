@@ -64,6 +64,13 @@ def describe(fn: Callable[..., Any]) -> str:
     return f"{module}.{getattr(target, '__qualname__', type(fn).__name__)}"
 
 
+def qualname(fn: Callable[..., Any]) -> str:
+    """The callable's qualified name, for messages (`add`, `Trainer.fit`, `Model`)."""
+    if isinstance(fn, functools.partial):
+        return qualname(fn.func)
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+
+
 def short_name(fn: Callable[..., Any]) -> str:
     """The callable's own name (`fit`, `pow`, `Model`), for job names."""
     return describe(fn).rpartition(".")[2]
@@ -317,11 +324,11 @@ def check_function(fn: Callable[..., Any]) -> None:
         raise OptionsError(f"remote() needs a function, got {fn!r}")
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         raise OptionsError(
-            f"{describe(fn)} is a generator function: a remote function must return its "
+            f"{qualname(fn)} is a generator function: a remote function must return its "
             "result (return a list instead of yielding)"
         )
     if inspect.iscoroutinefunction(fn):
-        raise OptionsError(f"{describe(fn)} is async: remote functions must be plain (synchronous) functions")
+        raise OptionsError(f"{qualname(fn)} is async: remote functions must be plain (synchronous) functions")
 
 
 def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:
@@ -355,7 +362,7 @@ def _warn_large_captures(fn: Callable[..., Any], total: int) -> None:
             sizes.append((size, name, type(value).__name__))
     found = ", ".join(f"{name!r} ({kind}, {size / 1e6:.0f} MB)" for size, name, kind in sorted(sizes, reverse=True)[:3])
     warnings.warn(
-        f"{describe(fn)} pickles to {total / 1e6:.0f} MB because it captures {found or 'large values'}: they are "
+        f"{qualname(fn)} pickles to {total / 1e6:.0f} MB because it captures {found or 'large values'}: they are "
         "uploaded with every run. Load them inside the function, or pass a path and mount the data with "
         "volumes=[...]",
         stacklevel=5,
@@ -363,7 +370,7 @@ def _warn_large_captures(fn: Callable[..., Any], total: int) -> None:
 
 
 def _culprit_of_function(fn: Callable[..., Any], error: Exception) -> str:
-    where = describe(fn)
+    where = qualname(fn)
     for name, value in _referenced(fn):
         if isinstance(value, types.ModuleType):
             continue
@@ -456,7 +463,7 @@ class Packer:
         return packed, False
 
     def _pack(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PackedCall:
-        where = describe(self.fn)
+        where = qualname(self.fn)
         try:
             bound = self._signature.bind(*args, **kwargs) if self._signature is not None else None
         except TypeError as e:
