@@ -21,7 +21,7 @@ import sys
 import sysconfig
 import types
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -41,9 +41,15 @@ class _Dist:
     def by_value(self) -> bool:
         """Installed from somewhere no index knows: editable, a local folder or file, a VCS checkout."""
         if self.direct is None:
-            return False
+            return self.in_source_tree
         url = str(self.direct.get("url", ""))
         return "dir_info" in self.direct or "vcs_info" in self.direct or url.startswith("file:")
+
+    @cached_property
+    def in_source_tree(self) -> bool:
+        """A legacy editable install (`setup.py develop`): its metadata sits in the project's own folder,
+        with no direct_url.json."""
+        return any((self.location / name).is_file() for name in ("pyproject.toml", "setup.py", "setup.cfg"))
 
     @property
     def source_dir(self) -> Path | None:
@@ -69,6 +75,7 @@ class _Index:
     by_top: dict[str, list[_Dist]]  # top-level import name -> the distributions that provide it
     by_name: dict[str, _Dist]  # canonical distribution name -> the one import would see first
     sources: list[tuple[Path, _Dist]]  # source folders of editable / local-folder installs
+    sites: tuple[Path, ...]  # the folders distributions are installed in (site-packages, --target folders)
 
 
 def _canonical(name: str) -> str:
@@ -101,7 +108,8 @@ def _index(key: tuple[tuple[str, int], ...]) -> _Index:
         if found:
             by_top[top] = found
     sources = [(d.source_dir, d) for d in by_name.values() if d.source_dir is not None]
-    return _Index(by_top, by_name, [(folder, d) for folder, d in sources if folder is not None])
+    sites = tuple({d.location for d in by_name.values() if not d.in_source_tree})
+    return _Index(by_top, by_name, [(folder, d) for folder, d in sources if folder is not None], sites)
 
 
 _key: list[tuple[tuple[str, int], ...]] = [()]
@@ -146,6 +154,8 @@ def distribution_of(name: str, file: str | None) -> _Dist | None:
     for dist in candidates:
         if _under(path, dist.location) or (dist.source_dir is not None and _under(path, dist.source_dir)):
             return dist
+    if any(_under(path, site) for site in index.sites):
+        return None  # installed there, but by no distribution (a .pth helper such as _virtualenv)
     for folder, dist in index.sources:  # an editable install whose RECORD names no package
         if _under(path, folder) and folder.parent != folder:
             return dist
@@ -177,6 +187,8 @@ def _is_ours(name: str, file: str | None, _installed: tuple[tuple[str, int], ...
     if dist is not None:
         return dist.by_value
     path = _resolved(file)
+    if any(_under(path, site) for site in _current().sites):
+        return False  # in a site folder but owned by no distribution (a .pth helper): not the user's code
     return not any(_under(path, folder) for folder in _stdlib_dirs())  # e.g. _sysconfigdata_*, plat-specific
 
 

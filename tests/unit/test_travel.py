@@ -233,3 +233,29 @@ def test_large_captured_globals_are_named_in_a_warning() -> None:
         UserWarning, match=r"uses_big_table pickles to 21 MB because it captures 'BIG_TABLE' \(bytes, 21 MB\)"
     ):
         pack_function(uses_big_table, Scan(uses_big_table))
+
+
+def test_unowned_files_in_a_site_folder_are_not_shipped(site: Callable[..., str]) -> None:
+    name = site()  # makes the folder a site folder (it holds a distribution)
+    folder = Path(_file(name)).parents[1]
+    (folder / "_helper_hfr.py").write_text("")  # like _virtualenv.py, put there by a .pth installer
+    assert not is_ours_file("_helper_hfr", str(folder / "_helper_hfr.py"))
+
+
+def test_a_legacy_editable_install_in_its_source_tree_travels_by_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "proj"
+    (project / "legacy_hfr").mkdir(parents=True)
+    (project / "legacy_hfr" / "__init__.py").write_text("")
+    (project / "setup.py").write_text("")
+    info = project / "legacy_hfr.egg-info"
+    info.mkdir()
+    (info / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: legacy-hfr\nVersion: 0.1\n")
+    (info / "top_level.txt").write_text("legacy_hfr\n")
+    monkeypatch.syspath_prepend(str(project))
+    importlib.invalidate_caches()
+    refresh()
+    assert is_ours_file("legacy_hfr", str(project / "legacy_hfr" / "__init__.py"))
+    (project / "mine_hfr.py").write_text("")  # the project's own scripts, next to its metadata
+    assert is_ours_file("mine_hfr", str(project / "mine_hfr.py"))
