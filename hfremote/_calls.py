@@ -1,4 +1,5 @@
-"""One call's arguments, pickled once, straight into what is uploaded.
+"""The calls of a function: their arguments checked like a local call and pickled once, straight into
+what is uploaded (`Packer`), with the distributions their objects need noted.
 
     args, kwargs ──cloudpickle (one pass)──► Spool: memory up to 4 MB, then an unnamed temporary file
         │  the size limit is checked at each write, so a 3 GB argument is refused before 512 MB is written
@@ -8,27 +9,40 @@
     PackedCall ──write_chunk──► the chunk's input file (`[(index, call bytes), ...]`, the entry script's
                                  format), copied a block at a time: no second pickling, no second copy
 
-The client's extra memory for a call is therefore about 4 MB whatever the argument's size.
+hfremote's own extra memory for a call is therefore about 4 MB whatever the argument's size (hf_xet's
+upload buffers come on top: see benchmarks/client_memory.py). A map reads ahead at most READ_AHEAD_BYTES.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import io
 import pickle
 import shutil
 import struct
+import sys
 import tempfile
+import threading
 import types
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 import cloudpickle
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
+from . import _inside
+from ._origins import Rules, module_file, refresh, requirement_of
 from .errors import OptionsError, PicklingError
 
+MAX_CALL_BYTES = 512 << 20  # one call's pickled arguments
 SPOOL_BYTES = 4 << 20  # a call larger than this waits on disk, not in memory
 READ_AHEAD_BYTES = 64 << 20  # a map stops reading inputs ahead once this much is packed
 _BLOCK = 1 << 20
+_lock = threading.Lock()  # cloudpickle's by-value registry is global
 
 
 class TooLarge(Exception):
@@ -208,3 +222,161 @@ def write_chunk(calls: Iterable[tuple[int, PackedCall | bytes]], out: IO[bytes])
             out.write(call)
         out.write(pickle.TUPLE2)
     out.write(_TAIL)
+
+
+def describe(fn: Callable[..., Any]) -> str:
+    """`module.qualname` of any callable: a function, a method, a functools.partial, a callable instance."""
+    if isinstance(fn, functools.partial):
+        return describe(fn.func)
+    target = fn if hasattr(fn, "__qualname__") else type(fn)
+    module = getattr(target, "__module__", None) or "?"
+    return f"{module}.{getattr(target, '__qualname__', type(fn).__name__)}"
+
+
+def qualname(fn: Callable[..., Any]) -> str:
+    """The callable's qualified name, for messages (`add`, `Trainer.fit`, `Model`)."""
+    if isinstance(fn, functools.partial):
+        return qualname(fn.func)
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+
+
+def short_name(fn: Callable[..., Any]) -> str:
+    """The callable's own name (`fit`, `pow`, `Model`), for job names."""
+    return describe(fn).rpartition(".")[2]
+
+
+@contextmanager
+def by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
+    """cloudpickle these modules by value (the job cannot import them) while in this block."""
+    with _lock:  # cloudpickle's registry is global
+        added = []
+        for module in [*modules, _inside]:  # a remote function used by the function travels as a LocalFunction
+            if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
+                cloudpickle.register_pickle_by_value(module)
+                added.append(module)
+        try:
+            yield
+        finally:
+            for module in added:
+                cloudpickle.unregister_pickle_by_value(module)
+
+
+def _loaded_local_modules(rules: Rules) -> list[types.ModuleType]:
+    """The user's own top-level modules loaded here: an argument may be an instance of a class of theirs
+    that the function never names."""
+    return [
+        module
+        for name, module in list(sys.modules.items())
+        if "." not in name and isinstance(module, types.ModuleType) and rules.ours(module)
+    ]
+
+
+def pack_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """cloudpickle one call's arguments, checked against the signature like a local call."""
+    return Packer(fn).pack(args, kwargs).read()
+
+
+def pack_calls(fn: Callable[..., Any], calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[PackedCall]:
+    """`pack_call` for many calls, with one look at the signature and the loaded modules for all of them."""
+    return Packer(fn).pack_many(calls)
+
+
+class Packer:
+    """Packs the calls of one function (see `_calls`), and gathers what their arguments need installed.
+
+    The distributions of the objects actually pickled (an ndarray argument, a default, a closure value)
+    are installed in the job even when the function never imports them.
+    """
+
+    def __init__(self, fn: Callable[..., Any], rules: Rules | None = None) -> None:
+        self.fn, self.rules = fn, rules or Rules()
+        try:
+            self._signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            self._signature = None
+        self.requirements: dict[str, str] = {}  # canonical distribution name -> requirement
+        self._looked: set[str] = set()
+        self._sealed: set[str] | None = None  # the distributions the uploaded entry script installs
+        self._warned: set[str] = set()
+
+    def pack(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PackedCall:
+        return self.pack_many([(args, kwargs)])[0]
+
+    def pack_many(self, calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[PackedCall]:
+        refresh()
+        with by_value(_loaded_local_modules(self.rules)):
+            return [self._pack(args, kwargs) for args, kwargs in calls]
+
+    def take(
+        self, calls: Iterator[tuple[tuple[Any, ...], dict[str, Any]]], count: int, budget: int = READ_AHEAD_BYTES
+    ) -> tuple[list[PackedCall], bool]:
+        """Up to `count` calls read from `calls` and packed one by one, stopping once `budget` bytes are packed
+        (read-ahead bounded in bytes, not only in calls); and whether `calls` is exhausted."""
+        packed: list[PackedCall] = []
+        size = 0
+        with by_value(_loaded_local_modules(self.rules)):
+            while len(packed) < count and size < budget:
+                try:
+                    args, kwargs = next(calls)
+                except StopIteration:
+                    return packed, True
+                packed.append(self._pack(args, kwargs))  # the input itself can be freed now
+                size += packed[-1].size
+        return packed, False
+
+    def _pack(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PackedCall:
+        where = qualname(self.fn)
+        try:
+            bound = self._signature.bind(*args, **kwargs) if self._signature is not None else None
+        except TypeError as e:
+            raise TypeError(f"{where}(): {e}") from None
+        modules: set[str] = set()
+        try:
+            packed = pack_limited((args, kwargs), MAX_CALL_BYTES, modules)
+        except OptionsError as e:
+            if not isinstance(e, PicklingError):
+                raise  # too large
+            error: Exception = e
+        except Exception as e:
+            error = e
+        else:
+            self._note(packed.modules)
+            return packed
+        # Name the argument that cannot travel (each is pickled again, into nothing).
+        items = bound.arguments.items() if bound is not None else enumerate([*args, *kwargs.values()])
+        for name, value in items:
+            inner = picklable(value)
+            if isinstance(inner, PicklingError):
+                raise PicklingError(f"argument {name!r} of {where}(): {inner}") from None
+            if inner is not None:
+                raise PicklingError(
+                    f"argument {name!r} of {where}() ({type(value).__name__}) cannot be pickled: {inner}"
+                ) from inner
+        raise PicklingError(f"the arguments cannot be pickled: {error}") from error
+
+    def _note(self, modules: Iterable[str]) -> None:
+        for name in sorted(set(modules) - self._looked):
+            self._looked.add(name)
+            module = sys.modules.get(name)
+            if module is None or self.rules.ours(module):
+                continue  # by value
+            requirement = requirement_of(name, module_file(module))
+            if requirement is None:
+                continue
+            dist = canonicalize_name(Requirement(requirement).name)
+            self.requirements.setdefault(dist, requirement)
+            if self._sealed is not None and dist not in self._sealed and dist not in self._warned:
+                self._warned.add(dist)
+                warnings.warn(
+                    f"an input of this map needs {requirement}, which the first inputs did not: the job's "
+                    f"environment was set up already, so add dependencies=[{requirement!r}]",
+                    stacklevel=2,
+                )
+
+    def dependencies(self, base: Iterable[str]) -> list[str]:
+        """`base` plus the arguments' distributions it does not name; the job's environment is fixed then."""
+        out = list(base)
+        named = {canonicalize_name(Requirement(dep).name) for dep in out} | {"cloudpickle", "hfremote"}
+        out += [req for dist, req in sorted(self.requirements.items()) if dist not in named]
+        self._sealed = named | set(self.requirements)
+        return out

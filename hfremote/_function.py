@@ -26,24 +26,15 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 import cloudpickle
 from huggingface_hub import JobInfo, Volume
 
-from ._calls import PackedCall, write_chunk
+from ._calls import PackedCall, Packer, describe, short_name, write_chunk
 from ._config import current_hub
 from ._future import CALL_LABEL, FUNCTION_LABEL, RUN_LABEL, RemoteFuture, local_lines, watch
 from ._hub import Hub
 from ._inside import LocalFunction
 from ._map import CostEstimate, MapRun, MapSettings, calls_of, estimate, length_of
 from ._options import RUN_MOUNT, Options, build, check_count, resolve_secrets, sanitize
-from ._packing import (
-    Packer,
-    Rules,
-    Scan,
-    check_function,
-    describe,
-    pack_function,
-    pinned_dependencies,
-    render_entry,
-    short_name,
-)
+from ._origins import Rules
+from ._packing import Scan, check_function, pack_function, pinned_dependencies, render_entry
 from ._schedule import ScheduledFunction, schedule
 
 P = ParamSpec("P")

@@ -20,6 +20,7 @@ import os
 import sys
 import sysconfig
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -246,3 +247,25 @@ def requirement_of_distribution(name: str) -> str | None:
         return f"{dist.name}=={Version(dist.version).public}"
     except InvalidVersion:
         return f"{dist.name}=={dist.version}"
+
+
+class Rules:
+    """Which modules travel by value: the user's own (see `_origins`), plus those named in `ship`, minus
+    those named in `pin` (installed in the job at the caller's version instead)."""
+
+    def __init__(self, ship: Iterable[str] = (), pin: Iterable[str] = ()) -> None:
+        self.ship, self.pin = tuple(ship), tuple(pin)
+        refresh()
+
+    def _named(self, name: str, names: tuple[str, ...]) -> bool:
+        return any(name == n or name.startswith(n + ".") for n in names)
+
+    def ours_file(self, name: str, file: str | None) -> bool:
+        if self._named(name, self.pin):
+            return False
+        if self._named(name, self.ship) and name.partition(".")[0] not in NEVER_SHIPPED:
+            return True
+        return is_ours_file(name, file)
+
+    def ours(self, module: types.ModuleType) -> bool:
+        return self.ours_file(module.__name__, module_file(module))

@@ -1,7 +1,8 @@
-"""Turning a call into bytes the job can run: the function, its arguments, and what it needs installed.
+"""Turning a function into bytes the job can run, and finding what the job must install for it.
 
-- The function is pickled by value with cloudpickle, together with the user's own local modules and
-  packages (those not installed in site-packages), which the job could not import.
+- The function is pickled by value with cloudpickle, together with the user's own modules and
+  packages (see `_origins`: decided from the installed distributions' metadata), which the job could
+  not import. Its arguments are packed by `_calls.Packer`.
 - Third-party distributions the function (or those local modules) import are detected and pinned to
   the caller's public version, so the job installs what the caller runs. Explicit `dependencies` win.
 - Anything that cannot travel is named in the error, before anything is uploaded.
@@ -17,11 +18,9 @@ import importlib.util
 import inspect
 import json
 import sys
-import threading
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,50 +29,25 @@ import cloudpickle
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from . import _inside
-from ._calls import READ_AHEAD_BYTES, PackedCall, dumps, pack_limited, picklable, pickled_size
+from ._calls import by_value, dumps, picklable, pickled_size, qualname
 from ._origins import (
     NEVER_SHIPPED,
+    Rules,
     is_ours,
-    is_ours_file,
     module_file,
-    refresh,
     requirement_of,
     requirement_of_distribution,
     requirements_of_distribution,
 )
 from .errors import OptionsError, PicklingError
 
-MAX_CALL_BYTES = 512 << 20
 LARGE_FUNCTION_BYTES = 16 << 20  # a function this large when pickled carries data: say which
 _NEVER_SHIPPED = NEVER_SHIPPED
-_lock = threading.Lock()
 
 
 def is_local(module: types.ModuleType) -> bool:
     """A module of the user's own, which the job cannot install: it travels by value (see `_origins`)."""
     return is_ours(module)
-
-
-def describe(fn: Callable[..., Any]) -> str:
-    """`module.qualname` of any callable: a function, a method, a functools.partial, a callable instance."""
-    if isinstance(fn, functools.partial):
-        return describe(fn.func)
-    target = fn if hasattr(fn, "__qualname__") else type(fn)
-    module = getattr(target, "__module__", None) or "?"
-    return f"{module}.{getattr(target, '__qualname__', type(fn).__name__)}"
-
-
-def qualname(fn: Callable[..., Any]) -> str:
-    """The callable's qualified name, for messages (`add`, `Trainer.fit`, `Model`)."""
-    if isinstance(fn, functools.partial):
-        return qualname(fn.func)
-    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
-
-
-def short_name(fn: Callable[..., Any]) -> str:
-    """The callable's own name (`fit`, `pow`, `Model`), for job names."""
-    return describe(fn).rpartition(".")[2]
 
 
 def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
@@ -263,28 +237,6 @@ class Scan:
                 self._visit_module(value, whole=True)
 
 
-class Rules:
-    """Which modules travel by value: the user's own (see `_origins`), plus those named in `ship`, minus
-    those named in `pin` (installed in the job at the caller's version instead)."""
-
-    def __init__(self, ship: Iterable[str] = (), pin: Iterable[str] = ()) -> None:
-        self.ship, self.pin = tuple(ship), tuple(pin)
-        refresh()
-
-    def _named(self, name: str, names: tuple[str, ...]) -> bool:
-        return any(name == n or name.startswith(n + ".") for n in names)
-
-    def ours_file(self, name: str, file: str | None) -> bool:
-        if self._named(name, self.pin):
-            return False
-        if self._named(name, self.ship) and name.partition(".")[0] not in _NEVER_SHIPPED:
-            return True
-        return is_ours_file(name, file)
-
-    def ours(self, module: types.ModuleType) -> bool:
-        return self.ours_file(module.__name__, module_file(module))
-
-
 def pinned_dependencies(scan: Scan, explicit: Iterable[str]) -> list[str]:
     """`explicit`, the `pin`ned distributions, and `dist==version` for every distribution the job needs.
 
@@ -341,7 +293,7 @@ def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:
     for name in sorted(scan.local):
         top = sys.modules.get(name.partition(".")[0])
         modules.append(top if top is not None and scan.rules.ours(top) else scan.local[name])
-    with _by_value(modules):
+    with by_value(modules):
         try:
             data = dumps({"function": fn, "modules": scan.body_imports})
         except Exception as e:
@@ -381,143 +333,6 @@ def _culprit_of_function(fn: Callable[..., Any], error: Exception) -> str:
                 f"pickled: {e}. Create it inside the function instead"
             )
     return f"{where} cannot be pickled: {type(error).__name__}: {error}"
-
-
-@contextmanager
-def _by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
-    """cloudpickle these modules by value (the job cannot import them) while in this block."""
-    with _lock:  # cloudpickle's registry is global
-        added = []
-        for module in [*modules, _inside]:  # a remote function used by the function travels as a LocalFunction
-            if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
-                cloudpickle.register_pickle_by_value(module)
-                added.append(module)
-        try:
-            yield
-        finally:
-            for module in added:
-                cloudpickle.unregister_pickle_by_value(module)
-
-
-def _loaded_local_modules(rules: Rules) -> list[types.ModuleType]:
-    """The user's own top-level modules loaded here: an argument may be an instance of a class of theirs
-    that the function never names."""
-    return [
-        module
-        for name, module in list(sys.modules.items())
-        if "." not in name and isinstance(module, types.ModuleType) and rules.ours(module)
-    ]
-
-
-def pack_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """cloudpickle one call's arguments, checked against the signature like a local call."""
-    return Packer(fn).pack(args, kwargs).read()
-
-
-def pack_calls(fn: Callable[..., Any], calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[PackedCall]:
-    """`pack_call` for many calls, with one look at the signature and the loaded modules for all of them."""
-    return Packer(fn).pack_many(calls)
-
-
-class Packer:
-    """Packs the calls of one function (see `_calls`), and gathers what their arguments need installed.
-
-    The distributions of the objects actually pickled (an ndarray argument, a default, a closure value)
-    are installed in the job even when the function never imports them.
-    """
-
-    def __init__(self, fn: Callable[..., Any], rules: Rules | None = None) -> None:
-        self.fn, self.rules = fn, rules or Rules()
-        try:
-            self._signature: inspect.Signature | None = inspect.signature(fn)
-        except (TypeError, ValueError):
-            self._signature = None
-        self.requirements: dict[str, str] = {}  # canonical distribution name -> requirement
-        self._looked: set[str] = set()
-        self._sealed: set[str] | None = None  # the distributions the uploaded entry script installs
-        self._warned: set[str] = set()
-
-    def pack(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PackedCall:
-        return self.pack_many([(args, kwargs)])[0]
-
-    def pack_many(self, calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[PackedCall]:
-        refresh()
-        with _by_value(_loaded_local_modules(self.rules)):
-            return [self._pack(args, kwargs) for args, kwargs in calls]
-
-    def take(
-        self, calls: Iterator[tuple[tuple[Any, ...], dict[str, Any]]], count: int, budget: int = READ_AHEAD_BYTES
-    ) -> tuple[list[PackedCall], bool]:
-        """Up to `count` calls read from `calls` and packed one by one, stopping once `budget` bytes are packed
-        (read-ahead bounded in bytes, not only in calls); and whether `calls` is exhausted."""
-        packed: list[PackedCall] = []
-        size = 0
-        with _by_value(_loaded_local_modules(self.rules)):
-            while len(packed) < count and size < budget:
-                try:
-                    args, kwargs = next(calls)
-                except StopIteration:
-                    return packed, True
-                packed.append(self._pack(args, kwargs))  # the input itself can be freed now
-                size += packed[-1].size
-        return packed, False
-
-    def _pack(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PackedCall:
-        where = qualname(self.fn)
-        try:
-            bound = self._signature.bind(*args, **kwargs) if self._signature is not None else None
-        except TypeError as e:
-            raise TypeError(f"{where}(): {e}") from None
-        modules: set[str] = set()
-        try:
-            packed = pack_limited((args, kwargs), MAX_CALL_BYTES, modules)
-        except OptionsError as e:
-            if not isinstance(e, PicklingError):
-                raise  # too large
-            error: Exception = e
-        except Exception as e:
-            error = e
-        else:
-            self._note(packed.modules)
-            return packed
-        # Name the argument that cannot travel (each is pickled again, into nothing).
-        items = bound.arguments.items() if bound is not None else enumerate([*args, *kwargs.values()])
-        for name, value in items:
-            inner = picklable(value)
-            if isinstance(inner, PicklingError):
-                raise PicklingError(f"argument {name!r} of {where}(): {inner}") from None
-            if inner is not None:
-                raise PicklingError(
-                    f"argument {name!r} of {where}() ({type(value).__name__}) cannot be pickled: {inner}"
-                ) from inner
-        raise PicklingError(f"the arguments cannot be pickled: {error}") from error
-
-    def _note(self, modules: Iterable[str]) -> None:
-        for name in sorted(set(modules) - self._looked):
-            self._looked.add(name)
-            module = sys.modules.get(name)
-            if module is None or self.rules.ours(module):
-                continue  # by value
-            requirement = requirement_of(name, module_file(module))
-            if requirement is None:
-                continue
-            dist = canonicalize_name(Requirement(requirement).name)
-            self.requirements.setdefault(dist, requirement)
-            if self._sealed is not None and dist not in self._sealed and dist not in self._warned:
-                self._warned.add(dist)
-                warnings.warn(
-                    f"an input of this map needs {requirement}, which the first inputs did not: the job's "
-                    f"environment was set up already, so add dependencies=[{requirement!r}]",
-                    stacklevel=2,
-                )
-
-    def dependencies(self, base: Iterable[str]) -> list[str]:
-        """`base` plus the arguments' distributions it does not name; the job's environment is fixed then."""
-        out = list(base)
-        named = {canonicalize_name(Requirement(dep).name) for dep in out} | {"cloudpickle", "hfremote"}
-        out += [req for dist, req in sorted(self.requirements.items()) if dist not in named]
-        self._sealed = named | set(self.requirements)
-        return out
 
 
 def render_entry(python: str, dependencies: Iterable[str]) -> str:

@@ -28,12 +28,14 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from huggingface_hub import JobInfo
 
+from ._calls import Packer, short_name
 from ._config import current_hub
 from ._cron import schedule_problem
 from ._future import RUN_LABEL, RemoteFuture, watch
 from ._hub import BUCKET, Hub
 from ._options import RUN_MOUNT, Options, build, sanitize
-from ._packing import Packer, Rules, Scan, check_function, short_name
+from ._origins import Rules
+from ._packing import Scan, check_function
 from .errors import BackendError, HFRemoteError, OptionsError
 
 P = ParamSpec("P")

@@ -16,7 +16,7 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-import hfremote._packing
+import hfremote._calls
 from hfremote import OptionsError, PicklingError, RemoteFunction, remote
 from hfremote.emulator import Emulator
 
@@ -266,7 +266,7 @@ def test_bad_input_fails_before_anything_is_created(
 
 
 def test_arguments_over_the_size_limit(remote_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hfremote._packing, "MAX_CALL_BYTES", 1000)
+    monkeypatch.setattr(hfremote._calls, "MAX_CALL_BYTES", 1000)
     f = remote(one_arg)
     assert f.local(1) == 2
     with pytest.raises(OptionsError) as caught:

@@ -21,11 +21,13 @@ import cloudpickle
 import pytest
 
 import hfremote
+import hfremote._calls
 import hfremote._packing as packing
 from hfremote import OptionsError, PicklingError
+from hfremote._calls import pack_call
 from hfremote._entry import read_results
 from hfremote._options import LOCAL_PYTHON
-from hfremote._packing import Scan, check_function, pack_call, pack_function, pinned_dependencies, render_entry
+from hfremote._packing import Scan, check_function, pack_function, pinned_dependencies, render_entry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -245,7 +247,7 @@ def test_pack_call_checks_arguments_like_a_call(monkeypatch: pytest.MonkeyPatch)
         pack_call(add, (), {"y": 1})
     with pytest.raises(PicklingError, match="argument 'y' of add"):
         pack_call(add, (1,), {"y": threading.Lock()})
-    monkeypatch.setattr(packing, "MAX_CALL_BYTES", 100)
+    monkeypatch.setattr(hfremote._calls, "MAX_CALL_BYTES", 100)
     with pytest.raises(OptionsError, match="limit"):
         pack_call(add, ("x" * 1000,), {})
 

@@ -18,9 +18,9 @@ import msgspec
 import pytest
 
 from hfremote import OptionsError, PicklingError
-from hfremote._calls import SPOOL_BYTES, write_chunk
-from hfremote._origins import is_ours_file, refresh, requirement_of, requirements_of_distribution
-from hfremote._packing import Packer, Rules, Scan, pack_function, pinned_dependencies
+from hfremote._calls import SPOOL_BYTES, Packer, write_chunk
+from hfremote._origins import Rules, is_ours_file, refresh, requirement_of, requirements_of_distribution
+from hfremote._packing import Scan, pack_function, pinned_dependencies
 
 MSGSPEC = f"msgspec=={importlib.metadata.version('msgspec')}"
 
@@ -167,9 +167,9 @@ def test_a_global_open_file_is_refused() -> None:
 
 
 def test_the_size_limit_is_checked_while_pickling(monkeypatch: pytest.MonkeyPatch) -> None:
-    import hfremote._packing as packing
+    import hfremote._calls as calls
 
-    monkeypatch.setattr(packing, "MAX_CALL_BYTES", 10 * SPOOL_BYTES)
+    monkeypatch.setattr(calls, "MAX_CALL_BYTES", 10 * SPOOL_BYTES)
     big = bytearray(20 * SPOOL_BYTES)  # refused at the write that would pass the limit, not after
     with pytest.raises(OptionsError, match=r"more than .* MB; the limit is .*volumes="):
         Packer(total).pack((big,), {})
