@@ -50,6 +50,13 @@ def is_local(module: types.ModuleType) -> bool:
     return is_ours(module)
 
 
+def _find_spec(name: str) -> Any:
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
 def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
     yield code
     for const in code.co_consts:
@@ -102,6 +109,12 @@ class Scan:
 
     def __init__(self, fn: Callable[..., Any], ship: Iterable[str] = (), pin: Iterable[str] = ()) -> None:
         self.rules = Rules(ship, pin)
+        for name in self.rules.ship:
+            if name not in sys.modules and _find_spec(name) is None:
+                raise OptionsError(
+                    f"ship=[{name!r}]: no module {name!r} can be imported here; name a module or package of yours "
+                    "that the function uses (it travels by value)"
+                )
         self.local: dict[str, types.ModuleType] = {}
         self.body_imports: dict[str, types.ModuleType] = {}  # local modules the job must be able to import
         self.imports: set[str] = set()  # top-level names of the modules the job must install (or has)
@@ -165,11 +178,7 @@ class Scan:
         module = sys.modules.get(name)
         file = module_file(module) if module is not None else None
         if module is None:
-            try:
-                spec = importlib.util.find_spec(name)
-            except (ImportError, ValueError):
-                spec = None
-            file = getattr(spec, "origin", None)
+            file = getattr(_find_spec(name), "origin", None)
             if file and self.rules.ours_file(name, file):
                 module = importlib.import_module(name)  # to ship it, it must be loaded here
         if module is None or not self.rules.ours(module):

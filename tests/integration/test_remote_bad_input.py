@@ -183,6 +183,7 @@ CASES = [
     Case("detect-string", deco(detect_dependencies="false"), OptionsError, ("detect_dependencies", "True or False")),
     Case("dependencies-dict", deco(dependencies={"numpy": ">=2"}), OptionsError, ("dict", "'numpy>=2'")),
     Case("ship-not-a-module", deco(ship=["not a module"]), OptionsError, ("ship", "module name")),
+    Case("ship-not-importable", deco(ship=["nothing_here_hfr"]), OptionsError, ("ship=", "imported"), submit_one),
     Case("pin-not-installed", deco(pin=["nothing_here_hfr"]), OptionsError, ("pin=", "nothing_here_hfr"), submit_one),
     Case("retries-and-attempts", deco(retries=1, attempts=2), OptionsError, ("attempts", "retries", "not both")),
     # -- map options -----------------------------------------------------------------------------------
