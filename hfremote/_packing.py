@@ -296,20 +296,28 @@ def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:
     """cloudpickle `{"function": fn, "modules": {name: module}}` with the user's local modules by value.
 
     `modules` are the local modules the function imports in its body; the job installs them in
-    `sys.modules` before the call.
+    `sys.modules` before the call. Whatever the pickle refers to by reference (the class of a default
+    value, of a closure value, of a class attribute) is added to `scan.installed`, so its distribution
+    is installed in the job.
     """
     modules = []
     for name in sorted(scan.local):
         top = sys.modules.get(name.partition(".")[0])
         modules.append(top if top is not None and scan.rules.ours(top) else scan.local[name])
+    referenced: set[str] = set()
     with by_value(modules):
         try:
-            data = dumps({"function": fn, "modules": scan.body_imports})
+            data = dumps({"function": fn, "modules": scan.body_imports}, referenced)
         except Exception as e:
             raise PicklingError(_culprit_of_function(fn, e)) from e
         if len(data) > LARGE_FUNCTION_BYTES:
             _warn_large_captures(fn, len(data))
-        return data
+    for name in sorted(referenced):
+        module = sys.modules.get(name)
+        if module is not None and not scan.rules.ours(module):
+            scan.imports.add(name.partition(".")[0])
+            scan.installed.setdefault(name, module_file(module))
+    return data
 
 
 def _warn_large_captures(fn: Callable[..., Any], total: int) -> None:

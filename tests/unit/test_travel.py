@@ -259,3 +259,21 @@ def test_a_legacy_editable_install_in_its_source_tree_travels_by_value(
     assert is_ours_file("legacy_hfr", str(project / "legacy_hfr" / "__init__.py"))
     (project / "mine_hfr.py").write_text("")  # the project's own scripts, next to its metadata
     assert is_ours_file("mine_hfr", str(project / "mine_hfr.py"))
+
+
+def with_default(p: Point = Point(3)) -> int:  # noqa: B008
+    return p.x
+
+
+def test_distributions_of_defaults_and_closure_values_are_installed() -> None:
+    scan = Scan(with_default)
+    pack_function(with_default, scan)
+    assert pinned_dependencies(scan, []) == [MSGSPEC]
+    point = msgspec.structs.replace(Point(1), x=2)
+
+    def closes_over(x: int) -> int:
+        return point.x + x
+
+    scan = Scan(closes_over)
+    pack_function(closes_over, scan)
+    assert pinned_dependencies(scan, []) == [MSGSPEC]
