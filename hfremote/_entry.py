@@ -123,6 +123,11 @@ class _Results:
         self._file.close()
 
 
+def _note(exc: BaseException, text: str) -> None:
+    notes = getattr(exc, "__notes__", None)  # BaseException.add_note is 3.11+
+    exc.__notes__ = [*notes, text] if isinstance(notes, list) else [text]  # type: ignore[attr-defined]
+
+
 def _failure(exc: BaseException, note: str | None = None) -> dict[str, Any]:
     import traceback
 
@@ -222,7 +227,15 @@ def main(argv: list[str]) -> int:
             if index in results.done:  # an earlier attempt of this job finished it
                 continue
             try:
-                args, kwargs = cloudpickle.loads(call)
+                try:
+                    args, kwargs = cloudpickle.loads(call)
+                except ImportError as e:  # an argument's class comes from a package the job lacks
+                    _note(
+                        e,
+                        "hfremote: this call's arguments could not be loaded in the job; add the package "
+                        "to dependencies=[...]",
+                    )
+                    raise
                 payload = {"ok": True, "value": function(*args, **kwargs)}
             except BaseException as e:  # the user's SystemExit and KeyboardInterrupt travel back too
                 import traceback

@@ -459,3 +459,21 @@ def test_remote_frames_point_back_at_the_callers_source() -> None:
         '  File "<dynamic-code>", line 3, in not_shipped\n'  # a name of no file known here: left as it was
         "ValueError: x\n"
     )
+
+
+def test_entry_says_what_to_do_when_an_arguments_package_is_missing(tmp_path: Path, make_module: Any) -> None:
+    from hfremote._calls import Packer, write_chunk
+    from hfremote._origins import Rules
+
+    stem = unique("pinned_only")
+    module = make_module(stem, "class Thing:\n    pass\n")
+    run = make_run(tmp_path / "run", twice, [])
+    packer = Packer(twice, Rules(pin=[stem]))  # pickled by reference, as an installed package's class is
+    with open(run / "inputs" / "0.pkl", "wb") as out:
+        write_chunk([(0, packer.pack((module.Thing(),), {}))], out)
+    done = run_entry(run, "0")
+    assert done.returncode == 1
+    error = result(run, "0")["error"]
+    assert isinstance(error, ModuleNotFoundError)
+    assert any("dependencies=[...]" in note for note in error.__notes__)
+    assert "dependencies=[...]" in done.stderr
