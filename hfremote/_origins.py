@@ -84,6 +84,10 @@ def _canonical(name: str) -> str:
 
 
 def _read_direct(dist: importlib.metadata.Distribution) -> dict[str, object] | None:
+    # conda packages built with `pip install .` may carry the build machine's direct_url.json (a
+    # file:// folder that is not here): they come from a channel, like an index's.
+    if (dist.read_text("INSTALLER") or "").strip().lower() == "conda":
+        return None
     try:
         text = dist.read_text("direct_url.json")
         data = json.loads(text) if text else None

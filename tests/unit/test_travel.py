@@ -84,6 +84,18 @@ def test_local_folder_vcs_and_local_file_installs_travel_by_value(site: Callable
         assert requirement_of(name, _file(name)) is None
 
 
+def test_a_conda_package_with_its_build_machines_direct_url_is_pinned(site: Callable[..., str]) -> None:
+    name = site({"url": "file:///home/conda/feedstock_root/build_artifacts/pkg", "dir_info": {}})
+    (Path(_file(name)).parents[1] / f"{name}-1.2.3.dist-info" / "INSTALLER").write_text("conda\n")
+    refresh()
+    importlib.invalidate_caches()
+    from hfremote import _origins
+
+    _origins._index.cache_clear()  # the same folder, the same times: only the INSTALLER file changed
+    assert not is_ours_file(name, _file(name))
+    assert requirement_of(name, _file(name)) == f"{name}==1.2.3"
+
+
 def test_a_remote_archive_is_installed_from_the_same_url(site: Callable[..., str]) -> None:
     url = "https://example.com/acme-1.2.3-py3-none-any.whl"
     name = site({"url": url, "archive_info": {}})
