@@ -33,7 +33,7 @@ from ._config import current_hub
 from ._cron import schedule_problem
 from ._future import RUN_LABEL, RemoteFuture, watch
 from ._hub import BUCKET, Hub
-from ._options import RUN_MOUNT, Options, build, sanitize
+from ._options import RUN_MOUNT, Options, build, check_flag, sanitize
 from ._origins import Rules
 from ._packing import Scan, check_function
 from .errors import BackendError, HFRemoteError, OptionsError
@@ -298,6 +298,8 @@ def schedule(
     """
     if problem := schedule_problem(cron):
         raise OptionsError(problem)
+    check_flag("concurrency", concurrency, optional=True)
+    check_flag("suspend", suspend, optional=True)
     settings = build(None, **options)
 
     def decorate(fn: Callable[P, R]) -> ScheduledFunction[P, R]:
