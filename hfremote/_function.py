@@ -349,6 +349,8 @@ class _Remote:
         name: str | None = ...,
         detach: bool = ...,
         stream_logs: bool = ...,
+        ship: list[str] | tuple[str, ...] = ...,
+        pin: list[str] | tuple[str, ...] = ...,
     ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
 
     def __call__(self, fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
@@ -357,7 +359,11 @@ class _Remote:
         Options (checked now, before anything is uploaded): flavor, timeout ("90s", "30m", "2h", "1d" or
         seconds), dependencies, detect_dependencies, image, python, env, secrets (names read from your
         environment, or values), volumes ("hf://datasets/org/name:/mnt"), labels, attempts (or retries),
-        namespace, name, detach (Ctrl-C leaves the job running), stream_logs.
+        namespace, name, detach (Ctrl-C leaves the job running), stream_logs, ship (modules sent by value
+        whatever their origin), pin (modules or distributions installed in the job instead of sent).
+
+        Any callable works: a function, a functools.partial, a callable instance; on a method in a class
+        body it binds like a method. Inside a job, a remote function called by another runs as a plain call.
         """
         settings = build(None, **options)
         if fn is not None:
