@@ -314,14 +314,16 @@ class Packer:
         (read-ahead bounded in bytes, not only in calls); and whether `calls` is exhausted."""
         packed: list[PackedCall] = []
         size = 0
-        with by_value(_loaded_local_modules(self.rules)):
-            while len(packed) < count and size < budget:
-                try:
-                    args, kwargs = next(calls)
-                except StopIteration:
-                    return packed, True
-                packed.append(self._pack(args, kwargs))  # the input itself can be freed now
-                size += packed[-1].size
+        local = _loaded_local_modules(self.rules)
+        while len(packed) < count and size < budget:
+            try:
+                args, kwargs = next(calls)  # outside the registry's lock: the caller's generator may take its time
+            except StopIteration:
+                return packed, True
+            with by_value(local):
+                packed.append(self._pack(args, kwargs))
+            del args, kwargs  # the input itself is freed before the next one is made
+            size += packed[-1].size
         return packed, False
 
     def _pack(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PackedCall:
