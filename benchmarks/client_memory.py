@@ -60,7 +60,7 @@ def child(args: argparse.Namespace) -> None:
 
     hfremote.configure(endpoint=args.endpoint, token=args.token)
 
-    @remote(stream_logs=False, timeout=600)
+    @remote(stream_logs=False, timeout=600, dependencies=[f"numpy=={np.__version__}"])  # (hfremote 0.1 needs it)
     def nbytes(a: np.ndarray) -> int:  # type: ignore[type-arg]
         return int(a.nbytes)
 

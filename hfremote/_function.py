@@ -12,6 +12,7 @@ train.options(flavor="a100-large")(1e-3)
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sys
@@ -55,7 +56,8 @@ class RemoteFunction(Generic[P, R]):
         check_function(fn)
         self._fn = fn
         self._options = options
-        functools.update_wrapper(self, fn)
+        # A callable instance's attributes (its own `_options`, say) must not land on this object.
+        functools.update_wrapper(self, fn, updated=functools.WRAPPER_UPDATES if inspect.isfunction(fn) else ())
 
     @property
     def function(self) -> Callable[P, R]:

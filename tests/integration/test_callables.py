@@ -44,6 +44,7 @@ def scale(factor: int, x: int) -> int:
 class Model:
     def __init__(self, weight: int) -> None:
         self.weight = weight
+        self._options = "the model's own"  # the same name as a RemoteFunction attribute
 
     def __call__(self, x: int) -> int:
         return self.weight * x
