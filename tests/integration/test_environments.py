@@ -59,9 +59,9 @@ def test_uv_run_with_numpy_and_a_pythonpath_folder(emulator: Emulator, tmp_path:
                 return pp_helper.scale(x)
 
             print("total", total(np.arange(5)))
+            print("map", list(total.map(np.arange(i) for i in (3, 4))))
             print("mean", mean_of(5))
             print("scaled", scaled(4))
-            print("deps", total.settings.dependencies)
             """
         )
     )
@@ -70,6 +70,7 @@ def test_uv_run_with_numpy_and_a_pythonpath_folder(emulator: Emulator, tmp_path:
     env.pop("VIRTUAL_ENV", None)
     out = run([UV, "run", "--project", str(ROOT), "--with", "numpy", "python", str(script)], env, tmp_path)
     assert "total 10.0" in out
+    assert "map [3.0, 6.0]" in out  # a map's inputs are looked at too, lazily made as they are
     assert "mean 2.0" in out
     assert "scaled 40" in out
 
@@ -135,7 +136,6 @@ def test_editable_and_local_path_installs_travel_by_value(emulator: Emulator, tm
                 return encode({"v": acme_edit_hfr.double(x)})
 
             print("result", both(21))
-            print("deps", sorted(both.settings.dependencies))
             """
         )
     )
