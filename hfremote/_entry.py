@@ -75,8 +75,8 @@ def _encode(payload: dict[str, Any]) -> bytes:
             cloudpickle.loads(data)  # but cannot be re-created: then send its type, message and traceback
         return data
     except Exception as e:
-        if payload.get("error") is not None:
-            payload = {**payload, "error": None}
+        if payload.get("error") is not None:  # its parts, so the client rebuilds it as itself (no __init__)
+            payload = {**payload, "error": None, **_exception_parts(payload["error"])}
         else:  # the return value cannot travel
             payload = {
                 "ok": False,
@@ -87,6 +87,28 @@ def _encode(payload: dict[str, Any]) -> bytes:
             }
         encoded: bytes = cloudpickle.dumps(payload)
         return encoded
+
+
+def _exception_parts(exc: BaseException) -> dict[str, Any]:
+    """An exception that does not round-trip through pickle (a constructor with keyword-only or more
+    arguments than `args` holds): its class, args and attributes, each pickled alone; the attributes that
+    cannot travel are named instead."""
+    try:
+        parts: dict[str, Any] = {"class": cloudpickle.dumps(type(exc))}
+    except Exception:  # the class itself cannot travel: the client shows its name and message
+        return {}
+    try:
+        parts["args"] = cloudpickle.dumps(tuple(exc.args))
+    except Exception:
+        parts["args"] = cloudpickle.dumps((str(exc),))
+    state, lost = {}, []
+    for key, value in list(getattr(exc, "__dict__", {}).items()):
+        try:
+            state[key] = cloudpickle.dumps(value)
+        except Exception:
+            lost.append(key)
+    parts.update(state=state, lost=lost)
+    return parts
 
 
 class _Results:
@@ -107,6 +129,11 @@ class _Results:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _note(exc: BaseException, text: str) -> None:
+    notes = getattr(exc, "__notes__", None)  # BaseException.add_note is 3.11+
+    exc.__notes__ = [*notes, text] if isinstance(notes, list) else [text]  # type: ignore[attr-defined]
 
 
 def _failure(exc: BaseException, note: str | None = None) -> dict[str, Any]:
@@ -247,7 +274,15 @@ def main(argv: list[str]) -> int:
         if index in results.done:  # an earlier attempt of this job finished it
             continue
         try:
-            args, kwargs = cloudpickle.loads(call)
+            try:
+                args, kwargs = cloudpickle.loads(call)
+            except ImportError as e:  # an argument's class comes from a package the job lacks
+                _note(
+                    e,
+                    "hfremote: this call's arguments could not be loaded in the job; add the package "
+                    "to dependencies=[...]",
+                )
+                raise
             payload = {"ok": True, "value": function(*args, **kwargs)}
         except BaseException as e:  # the user's SystemExit and KeyboardInterrupt travel back too
             import traceback

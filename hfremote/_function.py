@@ -12,25 +12,32 @@ train.options(flavor="a100-large")(1e-3)
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
 import threading
+import types
 from collections.abc import Callable, Iterable, Sized
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from ._calls import PackedCall, Packer, describe
 from ._config import current_hub, lease_seconds
 from ._engine import engine
 from ._future import RemoteFuture, local_lines, watch
 from ._hub import Hub
+from ._inside import LocalFunction
 from ._map import CostEstimate, MapResults, MapRun, MapSettings, calls_of, estimate, length_of
-from ._options import Options, build
-from ._packing import check_function, pack_call
+from ._options import Options, build, check_count
+from ._origins import Rules
+from ._packing import check_function
 from ._remote_run import cancel_stale_runs
 from ._run import Run, chunk_name
 from ._schedule import ScheduledFunction, schedule
 
 P = ParamSpec("P")
+Q = ParamSpec("Q")
 R = TypeVar("R")
+S = TypeVar("S")
 log = logging.getLogger("hfremote")
 
 
@@ -38,12 +45,12 @@ _swept: dict[tuple[int, str], threading.Thread] = {}
 _swept_lock = threading.Lock()
 
 
-def new_run(fn: Callable[..., Any], options: Options, run_id: str | None = None) -> Run:
+def new_run(fn: Callable[..., Any], options: Options, run_id: str | None = None, packer: Packer | None = None) -> Run:
     """A run of `fn` with a lease, unless it is detached (its jobs then outlive this process).
 
     The first run of a process in a namespace also cancels, in the background, the jobs that an earlier
     client left running when it was killed (their runs' leases are stale)."""
-    run = Run(current_hub(), fn, options, run_id, None if options.detach else lease_seconds())
+    run = Run(current_hub(), fn, options, run_id, None if options.detach else lease_seconds(), packer)
     if options.detach:
         engine().detach_run(run.run_id)
     key = (id(run.hub), run.namespace)
@@ -62,7 +69,7 @@ def _sweep(hub: Hub, namespace: str) -> None:
         log.info("hfremote: could not look for jobs left by killed clients: %s", e)
 
 
-def launch_one(run: Run, call: bytes) -> RemoteFuture[Any]:
+def launch_one(run: Run, call: PackedCall) -> RemoteFuture[Any]:
     """Upload one call and create its job: the future of a `submit`."""
     chunk = chunk_name(0, 1)
     run.upload({chunk: [(0, call)]})
@@ -83,7 +90,8 @@ class RemoteFunction(Generic[P, R]):
         check_function(fn)
         self._fn = fn
         self._options = options
-        functools.update_wrapper(self, fn)
+        # A callable instance's attributes (its own `_options`, say) must not land on this object.
+        functools.update_wrapper(self, fn, updated=functools.WRAPPER_UPDATES if inspect.isfunction(fn) else ())
 
     @property
     def function(self) -> Callable[P, R]:
@@ -104,8 +112,9 @@ class RemoteFunction(Generic[P, R]):
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> RemoteFuture[R]:
         """Start a job for this call and return its future at once."""
-        inputs = pack_call(self._fn, args, kwargs)  # wrong or unpicklable arguments fail before any request
-        return launch_one(new_run(self._fn, self._options), inputs)
+        packer = Packer(self._fn, Rules(self._options.ship, self._options.pin))
+        inputs = packer.pack(args, kwargs)  # wrong or unpicklable arguments fail before any request
+        return launch_one(new_run(self._fn, self._options, packer=packer), inputs)
 
     def map(
         self,
@@ -182,9 +191,7 @@ class RemoteFunction(Generic[P, R]):
         """
         MapSettings(chunksize=chunksize, retries=retries)  # checks them
         settings = build(self._options, **options) if options else self._options
-        if not isinstance(inputs, int) and not hasattr(inputs, "__len__"):
-            raise TypeError("map_cost() takes the number of inputs or a sized collection such as a list")
-        count = inputs if isinstance(inputs, int) else len(inputs)
+        count = check_count(inputs)
         hub = current_hub()
         hub.check_flavor(settings.flavor)
         price = hub.hardware()[settings.flavor]["price_per_minute"]
@@ -195,16 +202,28 @@ class RemoteFunction(Generic[P, R]):
         future = self.submit(*args, **kwargs)
         return wait_streaming(future, self._options)
 
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        # Inside a job (a recursive function, or one that calls another remote function), the call is local.
-        return (_plain, (self._fn,))
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> RemoteFunction[P, R]: ...
+
+    @overload
+    def __get__(
+        self: RemoteFunction[Concatenate[S, Q], R], instance: S, owner: type[Any] | None = None
+    ) -> RemoteFunction[Q, R]: ...
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any:
+        """`@remote` on a method binds like a method: `Trainer().fit(3)` runs `fit(trainer, 3)` as a job,
+        with the instance pickled along."""
+        if instance is None:
+            return self
+        return RemoteFunction(types.MethodType(self._fn, instance), self._options)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Inside a job (a recursive function, or one that calls another remote function), calls are plain
+        # calls: the remote function travels as a LocalFunction, whose class travels by value (see _inside).
+        return (LocalFunction, (self._fn,))
 
     def __repr__(self) -> str:
-        return f"<RemoteFunction {self._fn.__module__}.{self._fn.__qualname__} flavor={self._options.flavor}>"
-
-
-def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return fn
+        return f"<RemoteFunction {describe(self._fn)} flavor={self._options.flavor}>"
 
 
 _print_lock = threading.Lock()

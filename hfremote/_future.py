@@ -29,6 +29,7 @@ from ._config import current_hub
 from ._engine import TERMINAL, engine
 from ._entry import SETUP_FAILURE, read_results
 from ._hub import BUCKET, Hub
+from ._raised import rebuild_exception
 from ._run import CALL_LABEL, RUN_LABEL, Layout, chunk_indexes
 from .errors import BackendError, HFRemoteError, JobFailedError, RemoteTraceback
 
@@ -327,7 +328,7 @@ def _decode_payload(data: bytes, code_files: dict[str, str]) -> tuple[bool, Any]
         return True, payload["value"]
     error = payload.get("error")
     if error is None:
-        error = _rebuild(payload.get("type", "Exception"), payload.get("message", ""))
+        error = rebuild_exception(payload) or _rebuild(payload.get("type", "Exception"), payload.get("message", ""))
     if payload.get("traceback"):
         error.__cause__ = RemoteTraceback(localize(payload["traceback"], code_files))
     return False, error

@@ -25,11 +25,11 @@ from typing import Any, TypeVar
 
 from huggingface_hub import JobInfo
 
+from ._calls import PackedCall
 from ._engine import TERMINAL, engine
 from ._future import ChunkFuture, local_lines, watch
 from ._mapbook import Chunk, MapBook
-from ._options import Options
-from ._packing import pack_calls
+from ._options import Options, check_map_options
 from ._remote_run import read_run
 from ._run import Run
 from .errors import BackendError, OptionsError, RemoteTraceback
@@ -90,6 +90,7 @@ class MapSettings:
                 raise OptionsError(f"{name}={value!r} must be an integer >= {low}")
         if self.logs not in LOG_MODES:
             raise OptionsError(f"logs={self.logs!r}: use one of {', '.join(LOG_MODES)}")
+        check_map_options(self.ordered, self.return_exceptions, self.progress, self.max_cost_usd)
 
 
 class MapRun:
@@ -116,7 +117,7 @@ class MapRun:
             cost = estimate(self._price, options, total, settings.chunksize, settings.retries)
             self._refuse_over(cost.worst_case_usd, f" ({cost})")
         self._queued: list[Chunk] = []  # chunks uploaded, no job yet
-        self._running: dict[ChunkFuture, dict[int, bytes]] = {}
+        self._running: dict[ChunkFuture, dict[int, PackedCall | None]] = {}
         self._covered: dict[int, tuple[bool, Any] | None] = {}  # resumed: a result, or None (a job runs it)
         self._jobs = 0
         self._cost_done = 0.0
@@ -180,32 +181,29 @@ class MapRun:
         for future in state.running:
             future.code_files = self.run.code_files
             watch(future)
-            self._running[future] = dict.fromkeys(future.indexes, b"")  # no retry: this process never packed them
+            self._running[future] = dict.fromkeys(future.indexes)  # no retry: this process never packed them
             for index in future.indexes:
                 self._covered.setdefault(index, None)
             self._jobs += 1
 
     # -- launching -------------------------------------------------------------------------------
-    def _take_inputs(self, count: int) -> list[tuple[int, bytes]]:
-        """Up to `count` inputs from the caller's iterator, packed; an error in the iterator stops the map."""
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-        while len(calls) < count and not self.book.exhausted:
-            try:
-                calls.append(next(self.calls))
-            except StopIteration:
-                self.book.exhausted = True
-        indexes = self.book.read(len(calls))
-        if self._covered:  # resumed: inputs with a result, or a job of the earlier process, are not run again
-            fresh = []
-            for index, call in zip(indexes, calls, strict=True):
-                if index not in self._covered:
-                    fresh.append((index, call))
-                    continue
-                known = self._covered.pop(index)
-                if known is not None:
-                    self.book.record({index: b""}, {index: known})
-            return list(zip([i for i, _ in fresh], pack_calls(self.run.fn, [c for _, c in fresh]), strict=True))
-        return list(zip(indexes, pack_calls(self.run.fn, calls), strict=True))
+    def _take_inputs(self, count: int) -> list[tuple[int, PackedCall]]:
+        """Up to `count` inputs from the caller's iterator, packed as read and bounded in bytes; an error in
+        the iterator stops the map."""
+        packed, exhausted = self.run.packer.take(self.calls, count)
+        self.book.exhausted = self.book.exhausted or exhausted
+        taken = list(zip(self.book.read(len(packed)), packed, strict=True))
+        if not self._covered:
+            return taken
+        fresh = []  # resumed: inputs with a result, or a job of the earlier process, are not run again
+        for index, call in taken:
+            if index not in self._covered:
+                fresh.append((index, call))
+                continue
+            known = self._covered.pop(index)
+            if known is not None:
+                self.book.record({index: None}, {index: known})
+        return fresh
 
     def _launch(self) -> None:
         book = self.book

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._run import chunk_name
 
-Call = tuple[int, bytes]  # (input index, the pickled (args, kwargs))
+Call = tuple[int, Any]  # (input index, its packed (args, kwargs); None where this process never packed it)
 
 
 @dataclass
@@ -100,14 +100,14 @@ class MapBook:
         return taken
 
     # -- outcomes --------------------------------------------------------------------------------
-    def record(self, calls: dict[int, bytes], outcomes: dict[int, tuple[bool, Any]]) -> list[tuple[int, Any]]:
+    def record(self, calls: dict[int, Any], outcomes: dict[int, tuple[bool, Any]]) -> list[tuple[int, Any]]:
         """A chunk's outcomes (index -> (ok, value or error)); the failures that are final, to report."""
         final_failures: list[tuple[int, Any]] = []
         failures: dict[int, BaseException] = {}
         for index, (ok, value) in sorted(outcomes.items()):
             if index not in calls:
                 continue
-            if not ok and self.tries.get(index, 0) < self.retries and calls[index]:
+            if not ok and self.tries.get(index, 0) < self.retries and calls[index] is not None:
                 self.tries[index] = self.tries.get(index, 0) + 1
                 self.retry.append((index, calls[index]))
                 continue

@@ -6,11 +6,12 @@ is an `OptionsError` that says what to write instead.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from packaging.requirements import InvalidRequirement, Requirement
@@ -38,9 +39,17 @@ class Mount(msgspec.Struct, frozen=True):
     revision: str | None = None
 
 
+MAX_TIMEOUT = 30 * 86400  # the platform's limit on a job's timeout
+ENV_ENTRY_MAX = 128 * 1024 - 1  # Linux's limit on one NAME=value string (MAX_ARG_STRLEN, with its NUL)
+ENV_TOTAL_MAX = 512 * 1024  # env and secrets together, well under the platform's request size and ARG_MAX
+
+
 class Options(msgspec.Struct, frozen=True, kw_only=True):
-    flavor: str = "cpu-basic"
-    timeout: int = 1800
+    """Every option of a remote function, typed: `build` converts the user's values with msgspec (strict:
+    no "false" for False, no dict for a list), so a wrong type is refused as a whole, naming the option."""
+
+    flavor: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "cpu-basic"
+    timeout: Annotated[int, msgspec.Meta(ge=1, le=MAX_TIMEOUT)] = 1800
     dependencies: tuple[str, ...] = ()
     detect_dependencies: bool = True
     image: str | None = None
@@ -49,15 +58,55 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     secrets: tuple[tuple[str, str | None], ...] = ()  # (name, value or None = read locally at submit)
     volumes: tuple[Mount, ...] = ()
     labels: dict[str, str] = {}
-    attempts: int = 1
+    attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 1
     namespace: str | None = None
     name: str | None = None
     detach: bool = False  # Ctrl-C on a blocking call leaves the job running instead of cancelling it
     stream_logs: bool = True  # blocking calls print the job's log lines to stderr
+    ship: tuple[str, ...] = ()  # modules that travel by value whatever their origin (Modal's add_local_python_source)
+    pin: tuple[str, ...] = ()  # modules or distributions installed in the job at the caller's version, never shipped
 
     @property
     def job_image(self) -> str:
         return self.image or f"ghcr.io/astral-sh/uv:python{self.python}-bookworm"
+
+    def __repr__(self) -> str:
+        # Secret values never show: not in reprs, logs or tracebacks that print the options.
+        fields = []
+        for field in self.__struct_fields__:
+            value = getattr(self, field)
+            if field == "secrets":
+                value = tuple((name, None if v is None else "***") for name, v in value)
+            fields.append(f"{field}={value!r}")
+        return f"Options({', '.join(fields)})"
+
+
+# What to write instead, for each option (shown with msgspec's account of what was wrong).
+_HINTS = {
+    "flavor": "give a hardware name such as 'cpu-basic' or 'a10g-small'",
+    "timeout": f"give seconds (5400) or a string such as '90s', '2h' or '1d', at most {MAX_TIMEOUT // 86400} days",
+    "dependencies": "give a list of requirement strings such as ['numpy>=2', 'torch']",
+    "detect_dependencies": "give True or False",
+    "image": "give a container image such as 'python:3.12' or 'ghcr.io/org/image:tag'",
+    "env": "give a dict of names to string values, such as {'MODE': 'fast'}",
+    "secrets": "give a list of names (read from your environment) or a dict of names to values",
+    "labels": "give a dict of string keys to string values, such as {'team': 'vision'}",
+    "attempts": "give an integer from 1 to 10 (retries from 0 to 9)",
+    "namespace": "give a user or organization name",
+    "name": "give a short string",
+    "detach": "give True or False",
+    "stream_logs": "give True or False",
+    "ship": "give a list of module names, such as ['mypkg']",
+    "pin": "give a list of module or distribution names, such as ['mypkg']",
+    "volumes": "give a list such as ['hf://datasets/org/name:/mnt']",
+}
+_PATH_RE = re.compile(r"\$\.(\w+)")
+_IMAGE_RE = re.compile(
+    r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[A-Za-z0-9]+(?:[._-]+[A-Za-z0-9]+)*(?:/[A-Za-z0-9]+(?:[._-]+[A-Za-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def parse_timeout(value: object) -> int:
@@ -78,6 +127,11 @@ def parse_timeout(value: object) -> int:
         raise OptionsError(
             f"timeout={value!r} is not a duration: give seconds (5400) or a string such as '90s', '30m', "
             "'2h' or '1d' (at least one second)"
+        )
+    if seconds > MAX_TIMEOUT:
+        raise OptionsError(
+            f"timeout={value!r} is over the platform's limit of {MAX_TIMEOUT // 86400} days ({MAX_TIMEOUT} s): "
+            "give a shorter timeout, and save checkpoints for work that runs longer"
         )
     return int(seconds)
 
@@ -140,6 +194,20 @@ def _parse_volume(spec: object) -> Mount:
 
 
 def _checked_mount(mount: Mount) -> Mount:
+    for what, text in (
+        ("source", mount.source),
+        ("mount path", mount.mount_path),
+        ("path", mount.path),
+        ("revision", mount.revision),
+    ):
+        if text is not None and (not isinstance(text, str) or _CONTROL_RE.search(text) or len(text) > 1024):
+            raise OptionsError(f"volume {what} {text!r} must be a plain string (no control characters such as NUL)")
+    if mount.path is not None and any(part in ("", ".", "..") for part in mount.path.strip("/").split("/")):
+        raise OptionsError(
+            f"volume path {mount.path!r} must be a plain folder inside the repo or bucket (no '.', '..' or '//')"
+        )
+    if mount.revision is not None and (".." in mount.revision or not mount.revision.strip()):
+        raise OptionsError(f"volume revision {mount.revision!r} must be a branch, tag or commit")
     if mount.type not in ("bucket", "model", "dataset", "space"):
         raise OptionsError(f"volume type {mount.type!r} is not one of bucket, model, dataset, space")
     if not _REPO_RE.match(mount.source):
@@ -177,12 +245,14 @@ def _parse_secrets(secrets: object) -> tuple[tuple[str, str | None], ...]:
 
 
 def build(base: Options | None = None, **overrides: Any) -> Options:
-    """Options from `base` with `overrides` applied, every value checked."""
+    """Options from `base` with `overrides` applied, every value checked (types as a whole, then meaning)."""
     known = set(Options.__struct_fields__)
     unknown = sorted(set(overrides) - known - {"retries"})
     if unknown:
         raise OptionsError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(known))}")
-    values: dict[str, Any] = {}
+    if "retries" in overrides and "attempts" in overrides:
+        raise OptionsError("give attempts= or retries=, not both (retries=N is attempts=N+1)")
+    values: dict[str, Any] = {f: getattr(base or Options(), f) for f in known}
     for key, value in overrides.items():
         if key == "timeout":
             value = parse_timeout(value)
@@ -193,47 +263,117 @@ def build(base: Options | None = None, **overrides: Any) -> Options:
         elif key == "secrets":
             value = _parse_secrets(value)
         elif key == "volumes":
-            value = tuple(_parse_volume(v) for v in (value or ()))
+            value = _parse_volumes(value)
         elif key in ("env", "labels"):
-            value = dict(value or {})
+            value = {} if value is None else dict(value) if isinstance(value, Mapping) else value
+        elif key in ("ship", "pin"):
+            value = _parse_modules(key, value)
         values[key] = value
-    options = msgspec.structs.replace(base or Options(), **values)
+    try:
+        options = msgspec.convert(values, Options, strict=True)
+    except msgspec.ValidationError as e:
+        raise OptionsError(_explain(e, values)) from None
     _check(options)
     return options
+
+
+def _explain(error: msgspec.ValidationError, values: dict[str, Any]) -> str:
+    text = str(error)
+    match = _PATH_RE.search(text)
+    field = match[1] if match else ""
+    what = text.partition(" - at ")[0]
+    shown = "..." if field == "secrets" else _short(values.get(field))
+    return f"{field}={shown} is not valid ({what}): {_HINTS.get(field, 'see the documentation of remote()')}"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)"
 
 
 def _parse_dependencies(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
+    if isinstance(value, Mapping):
+        example = ", ".join(
+            f"'{k}{v}'" for k, v in list(value.items())[:2] if isinstance(k, str) and isinstance(v, str)
+        )
+        raise OptionsError(
+            f"dependencies={_short(value)} is a dict: give a list of requirement strings, with the version in each "
+            f"string ([{example or 'numpy>=2'}])"
+        )
     if not isinstance(value, Iterable):
         raise OptionsError("dependencies must be a list of requirement strings such as ['numpy>=2', 'torch']")
     deps = []
     for dep in value:
         try:
+            if _CONTROL_RE.search(dep):
+                raise InvalidRequirement(dep)
             Requirement(dep)
         except (InvalidRequirement, TypeError):
             raise OptionsError(
-                f"dependency {dep!r} is not a valid requirement (e.g. 'numpy' or 'torch>=2.3')"
+                f"dependency {_short(dep)} is not a valid requirement (e.g. 'numpy' or 'torch>=2.3')"
             ) from None
         deps.append(dep)
     return tuple(deps)
 
 
+def _parse_volumes(value: object) -> tuple[Mount, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise OptionsError(f"volumes={_short(value)}: {_HINTS['volumes']}")
+    return tuple(_parse_volume(v) for v in value)
+
+
+def _parse_modules(option: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Iterable) or isinstance(value, Mapping):
+        raise OptionsError(f"{option}={_short(value)}: {_HINTS[option]}")
+    names = []
+    for name in value:
+        if not isinstance(name, str) or not _MODULE_RE.match(name.replace("-", "_")):
+            raise OptionsError(f"{option}: {_short(name)} is not a module name; {_HINTS[option]}")
+        names.append(name)
+    return tuple(names)
+
+
+def check_env_size(env: Mapping[str, str], what: str = "env") -> None:
+    """Refuse what the job could not start with ("Argument list too long") or the platform would refuse."""
+    total = 0
+    for name, value in env.items():
+        size = len(name.encode()) + len(value.encode()) + 1
+        if size > ENV_ENTRY_MAX:
+            shown = name if len(name) <= 40 else name[:30] + "..."
+            raise OptionsError(
+                f"{what} {shown!r} is {size // 1024} KB; a job's variable is limited to {ENV_ENTRY_MAX // 1024} KB. "
+                "Pass large data as an argument, or put it in a bucket and mount it with volumes=[...]"
+            )
+        total += size
+    if total > ENV_TOTAL_MAX:
+        raise OptionsError(
+            f"{what} is {total // 1024} KB in all; the limit is {ENV_TOTAL_MAX // 1024} KB. Pass large data as an "
+            "argument, or put it in a bucket and mount it with volumes=[...]"
+        )
+
+
 def _check(o: Options) -> None:
-    if not isinstance(o.flavor, str) or not o.flavor:
-        raise OptionsError(f"flavor={o.flavor!r} must be a hardware name such as 'cpu-basic' or 'a10g-small'")
-    if not isinstance(o.attempts, int) or isinstance(o.attempts, bool) or not 1 <= o.attempts <= 10:
-        raise OptionsError(f"attempts={o.attempts!r} must be an integer from 1 to 10 (retries from 0 to 9)")
+    if _CONTROL_RE.search(o.flavor):
+        raise OptionsError(f"flavor={o.flavor!r}: {_HINTS['flavor']}")
     if o.python != LOCAL_PYTHON:
         raise OptionsError(
             f"python={o.python!r} differs from this interpreter ({LOCAL_PYTHON}): cloudpickle needs the same "
             f"Python version on both ends; run hfremote from a Python {o.python} interpreter instead"
         )
+    if o.image is not None and (len(o.image) > 512 or not _IMAGE_RE.match(o.image)):
+        raise OptionsError(f"image={_short(o.image)} is not a container image reference: {_HINTS['image']}")
     for name, value in o.env.items():
-        if not isinstance(name, str) or not _ENV_RE.match(name):
-            raise OptionsError(f"env name {name!r} is not a valid environment variable name")
-        if not isinstance(value, str):
-            raise OptionsError(f"env {name}={value!r} must be a string")
+        if not _ENV_RE.match(name) or len(name) > 256:
+            raise OptionsError(f"env name {_short(name)} is not a valid environment variable name")
+        if "\x00" in value:
+            raise OptionsError(f"env {name}: a value cannot contain a NUL character")
+    check_env_size(o.env)
     clash = set(o.env) & {name for name, _ in o.secrets}
     if clash:
         raise OptionsError(f"{', '.join(sorted(clash))} is given both as env and as a secret; keep one")
@@ -241,15 +381,49 @@ def _check(o: Options) -> None:
         check_label(key, value)
         if key.startswith(LABEL_PREFIX) or key == "name":
             raise OptionsError(f"label {key!r} is reserved by hfremote; use name= for the job name")
-    if o.name is not None and (not isinstance(o.name, str) or not o.name.strip()):
-        raise OptionsError("name must be a non-empty string")
+    if o.name is not None and (not o.name.strip() or _CONTROL_RE.search(o.name)):
+        raise OptionsError("name must be a non-empty string without control characters")
     if o.name is not None and len(o.name) > 100:
         raise OptionsError(f"name {o.name[:30]!r}... is {len(o.name)} characters; the platform allows 100")
-    if o.namespace is not None and (not isinstance(o.namespace, str) or not _LABEL_RE.match(o.namespace)):
+    if o.namespace is not None and (not _LABEL_RE.match(o.namespace) or not o.namespace):
         raise OptionsError(f"namespace={o.namespace!r} is not a user or organization name")
     mounts = [v.mount_path.rstrip("/") for v in o.volumes]
     if len(mounts) != len(set(mounts)):
         raise OptionsError(f"two volumes share a mount path: {sorted(mounts)}")
+
+
+def check_cost_cap(value: object) -> None:
+    """`max_cost_usd`: None (no cap) or a positive number of dollars. NaN would turn the cap off."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise OptionsError(
+            f"max_cost_usd={value!r} must be a positive number of dollars (such as 5 or 0.5), or None for no cap"
+        )
+
+
+def check_flag(name: str, value: object, optional: bool = False) -> None:
+    """A boolean option: True or False (a string "false" would count as True)."""
+    if not isinstance(value, bool) and not (optional and value is None):
+        extra = ", or None" if optional else ""
+        raise OptionsError(f"{name}={value!r} must be True or False{extra}")
+
+
+def check_map_options(ordered: object, return_exceptions: object, progress: object, max_cost_usd: object) -> None:
+    check_flag("ordered", ordered)
+    check_flag("return_exceptions", return_exceptions)
+    check_flag("progress", progress, optional=True)
+    check_cost_cap(max_cost_usd)
+
+
+def check_count(inputs: object) -> int:
+    """The number of inputs of a map (`map_cost`): an integer >= 0 or a sized collection."""
+    if isinstance(inputs, bool) or not (isinstance(inputs, int) or hasattr(inputs, "__len__")):
+        raise OptionsError("map_cost() takes the number of inputs or a sized collection such as a list")
+    count = inputs if isinstance(inputs, int) else len(inputs)
+    if count < 0:
+        raise OptionsError(f"map_cost({count}): the number of inputs cannot be negative")
+    return count
 
 
 def resolve_secrets(options: Options, platform_token: str | None) -> dict[str, str]:
@@ -270,4 +444,5 @@ def resolve_secrets(options: Options, platform_token: str | None) -> dict[str, s
                     f"secrets={{{name!r}: value}}"
                 )
         out[name] = value
+    check_env_size({**options.env, **out}, "env and secrets")
     return out

@@ -1,7 +1,8 @@
-"""Turning a call into bytes the job can run: the function, its arguments, and what it needs installed.
+"""Turning a function into bytes the job can run, and finding what the job must install for it.
 
-- The function is pickled by value with cloudpickle, together with the user's own local modules and
-  packages (those not installed in site-packages), which the job could not import.
+- The function is pickled by value with cloudpickle, together with the user's own modules and
+  packages (see `_origins`: decided from the installed distributions' metadata), which the job could
+  not import. Its arguments are packed by `_calls.Packer`.
 - Third-party distributions the function (or those local modules) import are detected and pinned to
   the caller's public version, so the job installs what the caller runs. Explicit `dependencies` win.
 - Anything that cannot travel is named in the error, before anything is uploaded.
@@ -10,18 +11,16 @@
 from __future__ import annotations
 
 import dis
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
 import json
-import site
 import sys
-import sysconfig
-import threading
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,39 +28,33 @@ from typing import Any
 import cloudpickle
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 
+from ._calls import by_value, dumps, picklable, pickled_size, qualname
+from ._origins import (
+    NEVER_SHIPPED,
+    Rules,
+    is_ours,
+    module_file,
+    requirement_of,
+    requirement_of_distribution,
+    requirements_of_distribution,
+)
 from .errors import OptionsError, PicklingError
 
-MAX_CALL_BYTES = 512 << 20
-_NEVER_SHIPPED = {"hfremote", "cloudpickle", "__main__", "builtins"}
-_lock = threading.Lock()
-
-
-@lru_cache(maxsize=1)
-def _installed_roots() -> tuple[str, ...]:
-    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
-    paths.add(site.getusersitepackages() if hasattr(site, "getusersitepackages") else "")
-    paths.add(sys.base_prefix)
-    return tuple(str(Path(p).resolve()) for p in paths if p)
+LARGE_FUNCTION_BYTES = 16 << 20  # a function this large when pickled carries data: say which
+_NEVER_SHIPPED = NEVER_SHIPPED
 
 
 def is_local(module: types.ModuleType) -> bool:
-    """A module of the user's own (a script, a folder on sys.path), which the job cannot import."""
-    top = module.__name__.partition(".")[0]
-    if top in _NEVER_SHIPPED or top in sys.stdlib_module_names:
-        return False
-    file = getattr(module, "__file__", None)
-    if not file:
-        return False
-    return _local_file(str(file))
+    """A module of the user's own, which the job cannot install: it travels by value (see `_origins`)."""
+    return is_ours(module)
 
 
-@lru_cache(maxsize=8192)
-def _local_file(file: str) -> bool:
-    # Cached: every packed call looks at every loaded module, and resolving a path costs system calls.
-    return not str(Path(file).resolve()).startswith(_installed_roots())
+def _find_spec(name: str) -> Any:
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
 
 
 def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
@@ -114,13 +107,39 @@ class Scan:
     of the user's own that it uses (recursively), and whole local modules it refers to by name.
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], ship: Iterable[str] = (), pin: Iterable[str] = ()) -> None:
+        self.rules = Rules(ship, pin)
+        for name in self.rules.ship:
+            if name not in sys.modules and _find_spec(name) is None:
+                raise OptionsError(
+                    f"ship=[{name!r}]: no module {name!r} can be imported here; name a module or package of yours "
+                    "that the function uses (it travels by value)"
+                )
         self.local: dict[str, types.ModuleType] = {}
         self.body_imports: dict[str, types.ModuleType] = {}  # local modules the job must be able to import
-        self.imports: set[str] = set()
+        self.imports: set[str] = set()  # top-level names of the modules the job must install (or has)
+        self.installed: dict[str, str | None] = {}  # module name -> its file, for the modules installed in the job
         self._files: dict[str, set[str]] = {}  # code name -> the files it is defined in
         self._seen: set[int] = set()
-        self._visit_function(fn)
+        self._visit_callable(fn)
+
+    def _visit_callable(self, fn: Any) -> None:
+        """A function, or what wraps one: a bound method, a partial, a callable instance, a RemoteFunction."""
+        if isinstance(fn, types.MethodType):
+            self._visit_value(fn.__self__)
+            fn = fn.__func__
+        if isinstance(fn, functools.partial):
+            self._visit_callable(fn.func)
+            for value in [*fn.args, *fn.keywords.values()]:
+                self._visit_value(value)
+        elif inspect.isfunction(fn):
+            self._visit_function(fn)
+        elif callable(fn) and not inspect.isbuiltin(fn) and not isinstance(fn, type):
+            self._visit_value(type(fn))  # a callable instance: its class (and its __call__) travel
+            for value in list(getattr(fn, "__dict__", {}).values())[:100]:
+                self._visit_value(value)
+        else:
+            self._visit_value(fn)
 
     @property
     def code_files(self) -> dict[str, str]:
@@ -157,29 +176,31 @@ class Scan:
             self.imports.add(top)  # never installed: pinned_dependencies leaves these out
             return
         module = sys.modules.get(name)
+        file = module_file(module) if module is not None else None
         if module is None:
-            try:
-                spec = importlib.util.find_spec(name)
-            except (ImportError, ValueError):
-                spec = None
-            origin = getattr(spec, "origin", None)
-            if origin and not str(Path(origin).resolve()).startswith(_installed_roots()):
+            file = getattr(_find_spec(name), "origin", None)
+            if file and self.rules.ours_file(name, file):
                 module = importlib.import_module(name)  # to ship it, it must be loaded here
-        if module is None or not is_local(module):
+        if module is None or not self.rules.ours(module):
             self.imports.add(top)
+            self.installed.setdefault(name, file)
             return
         parts = name.split(".")
         for depth in range(1, len(parts) + 1):
             found = sys.modules.get(".".join(parts[:depth]))
-            if found is not None and is_local(found):
+            if found is not None and self.rules.ours(found):
                 self.body_imports[found.__name__] = found
         self._visit_module(module, whole=True)
 
     def _visit_value(self, value: Any) -> None:
+        wrapped = getattr(value, "__wrapped__", None)  # a RemoteFunction (or functools.wraps) used by the function
+        if wrapped is not None and callable(wrapped) and not isinstance(value, type) and id(value) not in self._seen:
+            self._seen.add(id(value))
+            self._visit_callable(wrapped)
         module = _module_of(value)
         if module is not None:
             self._visit_module(module, whole=isinstance(value, types.ModuleType))
-        ours = module is None or module.__name__ == "__main__" or is_local(module)
+        ours = module is None or module.__name__ == "__main__" or self.rules.ours(module)
         if ours and inspect.isfunction(value):
             self._visit_function(value)
         elif ours and inspect.isclass(value) and id(value) not in self._seen:
@@ -209,8 +230,9 @@ class Scan:
         name = module.__name__
         if name == "__main__":
             return
-        if not is_local(module):
+        if not self.rules.ours(module):
             self.imports.add(name.partition(".")[0])
+            self.installed.setdefault(name, module_file(module))
             return
         self.local[name] = module
         if not whole or id(module) in self._seen:
@@ -224,33 +246,38 @@ class Scan:
                 self._visit_module(value, whole=True)
 
 
-@lru_cache(maxsize=1)
-def _distributions() -> Mapping[str, list[str]]:
-    return importlib.metadata.packages_distributions()
-
-
-def _public_version(dist: str) -> str | None:
-    try:
-        return Version(importlib.metadata.version(dist)).public
-    except (importlib.metadata.PackageNotFoundError, InvalidVersion):
-        return None
-
-
 def pinned_dependencies(scan: Scan, explicit: Iterable[str]) -> list[str]:
-    """`explicit` plus `dist==version` for every detected third-party import not named in it."""
+    """`explicit`, the `pin`ned distributions, and `dist==version` for every distribution the job needs.
+
+    Needed are the distributions of the modules the function reaches (imports, globals, bases, the
+    classes of the arguments: see `PackedCall.modules`), and the dependencies of the distributions that
+    travel by value (an editable install's `requires`). Explicit `dependencies` win over detected pins.
+    """
+    explicit = list(explicit)
     named: set[str] = {canonicalize_name(Requirement(dep).name) for dep in explicit}
     named |= {"cloudpickle", "hfremote"}  # cloudpickle is pinned by the entry script itself
-    pins = []
+    wanted: list[str] = []
+    for name in scan.rules.pin:
+        found = requirement_of_distribution(name)
+        if found is None:
+            raise OptionsError(
+                f"pin=[{name!r}]: no installed distribution provides {name!r} here; install it, or use "
+                f"dependencies=[{name!r}] to have the job install it from the package index"
+            )
+        wanted.append(found)
     local_tops = {name.partition(".")[0] for name in scan.local}
-    for top in sorted(scan.imports - local_tops - set(sys.stdlib_module_names) - _NEVER_SHIPPED):
-        for dist in _distributions().get(top, []):
-            if canonicalize_name(dist) in named:
-                continue
-            version = _public_version(dist)
-            if version is not None:
-                pins.append(f"{dist}=={version}")
-                named.add(canonicalize_name(dist))
-    return [*explicit, *pins]
+    for name, file in sorted(scan.installed.items()):
+        if name.partition(".")[0] not in local_tops:
+            wanted += [r] if (r := requirement_of(name, file)) else []
+    for name, module in sorted(scan.local.items()):
+        wanted += requirements_of_distribution(name, module_file(module))
+    pins = []
+    for requirement in wanted:
+        dist = canonicalize_name(Requirement(requirement).name)
+        if dist not in named:
+            pins.append(requirement)
+            named.add(dist)
+    return [*explicit, *sorted(pins, key=str.lower)]
 
 
 def check_function(fn: Callable[..., Any]) -> None:
@@ -258,113 +285,71 @@ def check_function(fn: Callable[..., Any]) -> None:
         raise OptionsError(f"remote() needs a function, got {fn!r}")
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         raise OptionsError(
-            f"{getattr(fn, '__qualname__', fn)} is a generator function: a remote function must return its "
+            f"{qualname(fn)} is a generator function: a remote function must return its "
             "result (return a list instead of yielding)"
         )
     if inspect.iscoroutinefunction(fn):
-        raise OptionsError(f"{fn.__qualname__} is async: remote functions must be plain (synchronous) functions")
+        raise OptionsError(f"{qualname(fn)} is async: remote functions must be plain (synchronous) functions")
 
 
 def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:
     """cloudpickle `{"function": fn, "modules": {name: module}}` with the user's local modules by value.
 
     `modules` are the local modules the function imports in its body; the job installs them in
-    `sys.modules` before the call.
+    `sys.modules` before the call. Whatever the pickle refers to by reference (the class of a default
+    value, of a closure value, of a class attribute) is added to `scan.installed`, so its distribution
+    is installed in the job.
     """
     modules = []
     for name in sorted(scan.local):
         top = sys.modules.get(name.partition(".")[0])
-        modules.append(top if top is not None and is_local(top) else scan.local[name])
-    with _by_value(modules):
+        modules.append(top if top is not None and scan.rules.ours(top) else scan.local[name])
+    referenced: set[str] = set()
+    with by_value(modules):
         try:
-            data: bytes = cloudpickle.dumps({"function": fn, "modules": scan.body_imports})
-            return data
+            data = dumps({"function": fn, "modules": scan.body_imports}, referenced)
         except Exception as e:
             raise PicklingError(_culprit_of_function(fn, e)) from e
+        if len(data) > LARGE_FUNCTION_BYTES:
+            _warn_large_captures(fn, len(data))
+    for name in sorted(referenced):
+        module = sys.modules.get(name)
+        if module is not None and not scan.rules.ours(module):
+            scan.imports.add(name.partition(".")[0])
+            scan.installed.setdefault(name, module_file(module))
+    return data
+
+
+def _warn_large_captures(fn: Callable[..., Any], total: int) -> None:
+    """Name the globals and closure values that make the function large: they travel silently otherwise."""
+    sizes = []
+    for name, value in _referenced(fn):
+        if isinstance(value, (types.ModuleType, type)) or inspect.isfunction(value):
+            continue
+        size = pickled_size(value)
+        if size is not None and size >= LARGE_FUNCTION_BYTES // 4:
+            sizes.append((size, name, type(value).__name__))
+    found = ", ".join(f"{name!r} ({kind}, {size / 1e6:.0f} MB)" for size, name, kind in sorted(sizes, reverse=True)[:3])
+    warnings.warn(
+        f"{qualname(fn)} pickles to {total / 1e6:.0f} MB because it captures {found or 'large values'}: they are "
+        "uploaded with every run. Load them inside the function, or pass a path and mount the data with "
+        "volumes=[...]",
+        stacklevel=5,
+    )
 
 
 def _culprit_of_function(fn: Callable[..., Any], error: Exception) -> str:
-    where = getattr(fn, "__qualname__", repr(fn))
+    where = qualname(fn)
     for name, value in _referenced(fn):
         if isinstance(value, types.ModuleType):
             continue
-        try:
-            cloudpickle.dumps(value)
-        except Exception as e:
+        e = picklable(value)
+        if e is not None:
             return (
                 f"{where} cannot be shipped to the job: it uses {name!r} ({type(value).__name__}), which cannot be "
                 f"pickled: {e}. Create it inside the function instead"
             )
     return f"{where} cannot be pickled: {type(error).__name__}: {error}"
-
-
-@contextmanager
-def _by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
-    """cloudpickle these modules by value (the job cannot import them) while in this block."""
-    with _lock:  # cloudpickle's registry is global
-        added = []
-        for module in modules:
-            if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
-                cloudpickle.register_pickle_by_value(module)
-                added.append(module)
-        try:
-            yield
-        finally:
-            for module in added:
-                cloudpickle.unregister_pickle_by_value(module)
-
-
-def _loaded_local_modules() -> list[types.ModuleType]:
-    """The user's own top-level modules loaded here: an argument may be an instance of a class of theirs
-    that the function never names."""
-    return [
-        module
-        for name, module in list(sys.modules.items())
-        if "." not in name and isinstance(module, types.ModuleType) and is_local(module)
-    ]
-
-
-def pack_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """cloudpickle one call's arguments, checked against the signature like a local call."""
-    return pack_calls(fn, [(args, kwargs)])[0]
-
-
-def pack_calls(fn: Callable[..., Any], calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[bytes]:
-    """`pack_call` for many calls, with one look at the signature and the loaded modules for all of them."""
-    try:
-        signature: inspect.Signature | None = inspect.signature(fn)
-    except (TypeError, ValueError):
-        signature = None
-    with _by_value(_loaded_local_modules()):
-        return [_pack(fn, signature, args, kwargs) for args, kwargs in calls]
-
-
-def _pack(
-    fn: Callable[..., Any], signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> bytes:
-    try:
-        bound = signature.bind(*args, **kwargs) if signature is not None else None
-    except TypeError as e:
-        raise TypeError(f"{getattr(fn, '__qualname__', fn)}(): {e}") from None
-    try:
-        data: bytes = cloudpickle.dumps((args, kwargs))
-    except Exception as e:
-        items = bound.arguments.items() if bound is not None else enumerate([*args, *kwargs.values()])
-        for name, value in items:
-            try:
-                cloudpickle.dumps(value)
-            except Exception as inner:
-                raise PicklingError(
-                    f"argument {name!r} of {getattr(fn, '__qualname__', fn)}() ({type(value).__name__}) cannot be "
-                    f"pickled: {inner}"
-                ) from inner
-        raise PicklingError(f"the arguments cannot be pickled: {e}") from e
-    if len(data) > MAX_CALL_BYTES:
-        raise OptionsError(
-            f"the arguments of this call pickle to {len(data) / 1e6:.0f} MB; the limit is {MAX_CALL_BYTES / 1e6:.0f} "
-            "MB. Put large data in a bucket or Hub repo and mount it with volumes=[...], or pass a path or URL"
-        )
-    return data
 
 
 def render_entry(python: str, dependencies: Iterable[str]) -> str:

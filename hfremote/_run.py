@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any
 import cloudpickle
 from huggingface_hub import JobInfo, Volume
 
+from ._calls import PackedCall, Packer, describe, short_name, write_chunk
 from ._hub import Hub
 from ._options import RUN_MOUNT, Options, resolve_secrets, sanitize
 from ._packing import Scan, pack_function, pinned_dependencies, render_entry
@@ -124,23 +126,34 @@ class Run:
         options: Options,
         run_id: str | None = None,
         lease_ttl: float | None = None,
+        packer: Packer | None = None,
     ) -> None:
         self.hub, self.fn, self.options = hub, fn, options
         # Local checks first, then those that ask the platform: bad input costs no request.
         self.secrets = resolve_secrets(options, hub.token)
-        scan = Scan(fn)
+        scan = Scan(fn, options.ship, options.pin)
+        self.packer = packer or Packer(fn, scan.rules)  # packs the inputs; notes what their objects need
         self.function = pack_function(fn, scan)
         self.code_files = scan.code_files
         explicit = list(options.dependencies)
         self.dependencies = pinned_dependencies(scan, explicit) if options.detect_dependencies else explicit
-        self.entry = render_entry(options.python, self.dependencies)
         self.run_id = run_id or new_run_id()
         self.layout = Layout.of_run(self.run_id)
-        self.name = sanitize(str(options.name or getattr(fn, "__name__", "fn")))
+        self.name = sanitize(str(options.name or short_name(fn)))
         self.namespace = hub.namespace(options.namespace)
         self.lease_ttl = lease_ttl  # None: no lease (detached runs, scheduled functions)
         hub.check_flavor(options.flavor)
         self._uploaded = False
+        self._entry: str | None = None
+
+    @property
+    def entry(self) -> str:
+        """The entry script, made when first needed: the first inputs' objects name distributions too."""
+        if self._entry is None:
+            if self.options.detect_dependencies:
+                self.dependencies = self.packer.dependencies(self.dependencies)
+            self._entry = render_entry(self.options.python, self.dependencies)
+        return self._entry
 
     @property
     def bucket(self) -> str:
@@ -150,7 +163,7 @@ class Run:
         manifest = {
             "python": self.options.python,
             "cloudpickle": cloudpickle.__version__,
-            "function": f"{self.fn.__module__}.{getattr(self.fn, '__qualname__', type(self.fn).__qualname__)}",
+            "function": describe(self.fn),
             "dependencies": self.dependencies,
             "created": datetime.now(timezone.utc).isoformat(),
         }
@@ -163,21 +176,24 @@ class Run:
             files.append((lease_record(self.lease_ttl or 0.0, self.lease_ttl is None), self.layout.lease))
         return files
 
-    def upload(self, chunks: dict[str, list[tuple[int, bytes]]], *, shared: bool | None = None) -> None:
+    def upload(self, chunks: dict[str, list[tuple[int, PackedCall]]]) -> None:
         """Upload chunks of inputs in one batch (with the shared files, the first time)."""
-        files = self.shared_files() if (not self._uploaded if shared is None else shared) else []
-        files += [(cloudpickle.dumps(calls), self.layout.inputs(chunk)) for chunk, calls in chunks.items()]
-        if files:
+        with tempfile.TemporaryDirectory(prefix="hfremote-upload-") as tmp:
+            files = [] if self._uploaded else self.shared_files()
+            for chunk, calls in chunks.items():  # each call's bytes copied from where it was pickled, once
+                path = Path(tmp) / f"{chunk}.pkl"
+                with open(path, "wb") as out:
+                    write_chunk(calls, out)
+                files.append((path, self.layout.inputs(chunk)))
             self.hub.upload(self.bucket, files)
         self._uploaded = True
 
     def labels(self, chunk: str) -> dict[str, str]:
-        qualname = getattr(self.fn, "__qualname__", type(self.fn).__qualname__)
         return {
             **self.options.labels,
             RUN_LABEL: self.run_id,
             CALL_LABEL: chunk,
-            FUNCTION_LABEL: sanitize(f"{self.fn.__module__}.{qualname}"),
+            FUNCTION_LABEL: sanitize(describe(self.fn)),
             "name": self.name,
         }
 

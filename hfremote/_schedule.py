@@ -29,12 +29,14 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from huggingface_hub import JobInfo
 
+from ._calls import Packer, short_name
 from ._config import current_hub
 from ._cron import schedule_problem
 from ._future import RemoteFuture, watch
 from ._hub import BUCKET, Hub
-from ._options import Options, build, sanitize
-from ._packing import Scan, check_function, pack_call
+from ._options import Options, build, check_flag, sanitize
+from ._origins import Rules
+from ._packing import Scan, check_function
 from ._run import CALL_LABEL, RUN_LABEL, Layout, Run, chunk_name
 from .errors import BackendError, HFRemoteError, OptionsError
 
@@ -106,7 +108,8 @@ class ScheduledFunction(Generic[P, R]):
         check_function(fn)
         self._fn, self.schedule, self._options = fn, schedule, options  # the setter checks the cron
         self.concurrency, self.suspended_on_deploy = concurrency, suspend
-        self.name = sanitize(options.name or f"{_module_name(fn)}.{fn.__qualname__}")
+        qualname = getattr(fn, "__qualname__", None) or short_name(fn)
+        self.name = sanitize(options.name or f"{_module_name(fn)}.{qualname}")
         self.__doc__, self.__wrapped__ = fn.__doc__, fn
 
     @property
@@ -127,11 +130,12 @@ class ScheduledFunction(Generic[P, R]):
     # -- deploy ----------------------------------------------------------------------------------
     def deploy(self, *args: P.args, **kwargs: P.kwargs) -> Deployment:
         """Create or update the scheduled job so it runs `fn(*args, **kwargs)` on the schedule. Idempotent."""
-        call = pack_call(self._fn, args, kwargs)  # a bad argument fails before any request
+        packer = Packer(self._fn, Rules(self._options.ship, self._options.pin))
+        call = packer.pack(args, kwargs)  # a bad argument fails before any request
         hub = current_hub()
-        prepared = Run(hub, self._fn, self._options)  # no lease: a schedule's runs have no client to outlive
+        prepared = Run(hub, self._fn, self._options, packer=packer)  # no lease: its runs have no client to outlive
         prepared.name = self.name
-        digest = self._digest(prepared, call)
+        digest = self._digest(prepared, call.read())
         prepared.run_id = f"{self.name[:80]}-{digest}"
         prepared.layout = Layout(f"schedules/{self.name}/{digest}")
         existing = self._existing(hub, prepared.namespace)
@@ -300,6 +304,8 @@ def schedule(
     """
     if problem := schedule_problem(cron):
         raise OptionsError(problem)
+    check_flag("concurrency", concurrency, optional=True)
+    check_flag("suspend", suspend, optional=True)
     settings = build(None, **options)
 
     def decorate(fn: Callable[P, R]) -> ScheduledFunction[P, R]:

@@ -16,7 +16,7 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-import hfremote._packing
+import hfremote._calls
 from hfremote import OptionsError, PicklingError, RemoteFunction, remote
 from hfremote.emulator import Emulator
 
@@ -149,6 +149,95 @@ CASES = [
     Case("unknown-option-via-options", lambda: remote(one_arg).options(gpu=True), OptionsError, ("gpu", "valid")),
     Case("namespace-bad", deco(namespace="a/b"), OptionsError, ("namespace",)),
     Case("not-a-function", lambda: remote(42), OptionsError, ("function", "42")),  # type: ignore[call-overload]
+    # -- platform limits, refused here rather than by the server after the upload -----------------------
+    Case("timeout-over-30-days", deco(timeout=10**9), OptionsError, ("timeout", "30 days")),
+    Case("timeout-31d", deco(timeout="31d"), OptionsError, ("timeout='31d'", "30 days")),
+    Case("image-shell", deco(image="python:3.12; rm -rf /"), OptionsError, ("image", "container image")),
+    Case("image-space", deco(image="python 3.12"), OptionsError, ("image",)),
+    Case("volume-path-dotdot", deco(volumes=["hf://buckets/org/b/../../x:/mnt"]), OptionsError, ("path", "..")),
+    Case("volume-source-dotdot", deco(volumes=["hf://datasets/../etc:/mnt"]), OptionsError, ("source",)),
+    Case("volume-mount-nul", deco(volumes=[_volume("/mnt/\x00x")]), OptionsError, ("mount path", "NUL")),
+    Case("volumes-a-string", deco(volumes="hf://org/model:/mnt"), OptionsError, ("volumes", "list")),
+    Case("env-value-2mb", deco(env={"BIG": "x" * (2 << 20)}), OptionsError, ("BIG", "KB", "volumes")),
+    Case("env-value-300kb", deco(env={"BIG": "x" * 300_000}), OptionsError, ("BIG", "KB")),
+    Case("env-name-200kb", deco(env={"N" * 200_000: "x"}), OptionsError, ("env name",)),
+    Case("env-total", deco(env={f"V{i}": "x" * 100_000 for i in range(8)}), OptionsError, ("in all", "KB")),
+    Case(
+        "secret-value-too-big",
+        deco(secrets={"TOKEN": "x" * 300_000}),
+        OptionsError,
+        ("TOKEN", "KB"),
+        submit_one,
+    ),
+    # -- wrong types: an OptionsError naming the option, never a raw Python error ----------------------
+    Case("env-a-list", deco(env=["A=1"]), OptionsError, ("env=['A=1']", "dict")),
+    Case("env-a-string", deco(env="A=1"), OptionsError, ("env='A=1'", "dict")),
+    Case("labels-a-list", deco(labels=["team"]), OptionsError, ("labels=['team']", "dict")),
+    Case("flavor-not-a-string", deco(flavor=3), OptionsError, ("flavor=3", "hardware")),
+    Case("timeout-a-list", deco(timeout=[5]), OptionsError, ("timeout",)),
+    Case("name-not-a-string", deco(name=5), OptionsError, ("name=5",)),
+    Case("attempts-a-string", deco(attempts="3"), OptionsError, ("attempts='3'", "1 to 10")),
+    # -- silently wrong before: string booleans, dict dependencies ---------------------------------------
+    Case("detach-string", deco(detach="false"), OptionsError, ("detach='false'", "True or False")),
+    Case("stream-logs-string", deco(stream_logs="false"), OptionsError, ("stream_logs", "True or False")),
+    Case("detect-string", deco(detect_dependencies="false"), OptionsError, ("detect_dependencies", "True or False")),
+    Case("dependencies-dict", deco(dependencies={"numpy": ">=2"}), OptionsError, ("dict", "'numpy>=2'")),
+    Case("ship-not-a-module", deco(ship=["not a module"]), OptionsError, ("ship", "module name")),
+    Case("ship-not-importable", deco(ship=["nothing_here_hfr"]), OptionsError, ("ship=", "imported"), submit_one),
+    Case("pin-not-installed", deco(pin=["nothing_here_hfr"]), OptionsError, ("pin=", "nothing_here_hfr"), submit_one),
+    Case("retries-and-attempts", deco(retries=1, attempts=2), OptionsError, ("attempts", "retries", "not both")),
+    # -- map options -----------------------------------------------------------------------------------
+    Case(
+        "max-cost-nan",
+        lambda: remote(one_arg),
+        OptionsError,
+        ("max_cost_usd=nan", "positive"),
+        lambda f: list(f.map([1, 2], max_cost_usd=float("nan"))),
+    ),
+    Case(
+        "max-cost-string",
+        lambda: remote(one_arg),
+        OptionsError,
+        ("max_cost_usd='1'",),
+        lambda f: list(f.map([1], max_cost_usd="1")),
+    ),
+    Case(
+        "max-cost-negative",
+        lambda: remote(one_arg),
+        OptionsError,
+        ("max_cost_usd",),
+        lambda f: f.map([1], max_cost_usd=-1),
+    ),
+    Case(
+        "map-progress-string", lambda: remote(one_arg), OptionsError, ("progress",), lambda f: f.map([1], progress="no")
+    ),
+    Case(
+        "map-ordered-string", lambda: remote(one_arg), OptionsError, ("ordered",), lambda f: f.map([1], ordered="false")
+    ),
+    Case(
+        "map-cost-negative",
+        lambda: remote(one_arg),
+        OptionsError,
+        ("map_cost(-5)", "negative"),
+        lambda f: f.map_cost(-5),
+    ),
+    Case("map-cost-bool", lambda: remote(one_arg), OptionsError, ("map_cost",), lambda f: f.map_cost(True)),
+    Case("map-bad-option", lambda: remote(one_arg), OptionsError, ("detach",), lambda f: f.map([1], detach="no")),
+    # -- open files: refused before they are read (/dev/zero never ends) --------------------------------
+    Case(
+        "argument-dev-zero",
+        lambda: remote(one_arg),
+        PicklingError,
+        ("argument 'x'", "open file", "/dev/zero", "volumes"),
+        lambda f: f.submit(open("/dev/zero", "rb")),  # noqa: SIM115
+    ),
+    Case(
+        "argument-text-file",
+        lambda: remote(one_arg),
+        PicklingError,
+        ("argument 'x'", "open file", "path"),
+        lambda f: f.submit(open(__file__)),  # noqa: SIM115
+    ),
 ]
 
 
@@ -178,13 +267,20 @@ def test_bad_input_fails_before_anything_is_created(
 
 
 def test_arguments_over_the_size_limit(remote_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hfremote._packing, "MAX_CALL_BYTES", 1000)
+    monkeypatch.setattr(hfremote._calls, "MAX_CALL_BYTES", 1000)
     f = remote(one_arg)
     assert f.local(1) == 2
     with pytest.raises(OptionsError) as caught:
         f.submit(b"x" * 5000)  # type: ignore[arg-type]
     _check_message(str(caught.value), ("limit", "volumes"))
     _check_nothing_created(remote_emulator)
+
+
+def test_secret_values_never_show_in_reprs() -> None:
+    f = remote(secrets={"API_KEY": "sk-verysecret-123", "HF_TOKEN": None})(one_arg)
+    for text in (repr(f.settings), str(f.settings), repr(f.options(flavor="cpu-upgrade").settings), repr(f)):
+        assert "sk-verysecret-123" not in text
+    assert "API_KEY" in repr(f.settings) and "***" in repr(f.settings)
 
 
 def _check_message(message: str, keywords: tuple[str, ...]) -> None:

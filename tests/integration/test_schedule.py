@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -272,6 +273,23 @@ def test_a_run_finds_its_result_without_a_job_id(remote_emulator: Emulator) -> N
 def test_bad_cron_fails_at_decoration(remote_emulator: Emulator, cron: str) -> None:
     with pytest.raises(hfremote.OptionsError):
         remote.schedule(cron)(refresh)
+    _nothing_created(remote_emulator)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"concurrency": "false"}, "concurrency='false'"),
+        ({"suspend": "yes"}, "suspend='yes'"),
+        ({"timeout": "31d"}, "30 days"),
+        ({"env": ["A=1"]}, "env=['A=1']"),
+    ],
+)
+def test_bad_schedule_options_fail_at_decoration(
+    remote_emulator: Emulator, options: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(hfremote.OptionsError, match=re.escape(words)):
+        remote.schedule("@hourly", **options)(refresh)
     _nothing_created(remote_emulator)
 
 

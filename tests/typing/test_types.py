@@ -61,3 +61,21 @@ def _never_called() -> None:
     several.submit(1, c="2")  # type: ignore[arg-type]
     several.submit(1, "b", 2.0)  # type: ignore[call-arg]
     configured.local()  # type: ignore[call-arg]
+
+
+class Trainer:
+    @remote(timeout="1h")
+    def fit(self, steps: int) -> float:
+        return float(steps)
+
+
+def _never_called_methods() -> None:
+    # `@remote` on a method binds like a method: the instance is not a parameter of the bound function.
+    trainer = Trainer()
+    bound: RemoteFunction[[int], float] = trainer.fit
+    unbound: RemoteFunction[[Trainer, int], float] = Trainer.fit
+    value: float = trainer.fit(3)
+    future: RemoteFuture[float] = trainer.fit.submit(3)
+    trainer.fit("3")  # type: ignore[arg-type]
+    trainer.fit(trainer, 3)  # type: ignore[arg-type, call-arg]
+    print(bound, unbound, value, future)

@@ -21,11 +21,13 @@ import cloudpickle
 import pytest
 
 import hfremote
+import hfremote._calls
 import hfremote._packing as packing
 from hfremote import OptionsError, PicklingError
+from hfremote._calls import pack_call
 from hfremote._entry import read_results
 from hfremote._options import LOCAL_PYTHON
-from hfremote._packing import Scan, check_function, pack_call, pack_function, pinned_dependencies, render_entry
+from hfremote._packing import Scan, check_function, pack_function, pinned_dependencies, render_entry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -245,7 +247,7 @@ def test_pack_call_checks_arguments_like_a_call(monkeypatch: pytest.MonkeyPatch)
         pack_call(add, (), {"y": 1})
     with pytest.raises(PicklingError, match="argument 'y' of add"):
         pack_call(add, (1,), {"y": threading.Lock()})
-    monkeypatch.setattr(packing, "MAX_CALL_BYTES", 100)
+    monkeypatch.setattr(hfremote._calls, "MAX_CALL_BYTES", 100)
     with pytest.raises(OptionsError, match="limit"):
         pack_call(add, ("x" * 1000,), {})
 
@@ -464,3 +466,22 @@ def test_remote_frames_point_back_at_the_callers_source() -> None:
         '  File "<dynamic-code>", line 3, in not_shipped\n'  # a name of no file known here: left as it was
         "ValueError: x\n"
     )
+
+
+def test_entry_says_what_to_do_when_an_arguments_package_is_missing(tmp_path: Path, make_module: Any) -> None:
+    from hfremote._calls import Packer, write_chunk
+    from hfremote._origins import Rules
+
+    stem = unique("pinned_only")
+    module = make_module(stem, "class Thing:\n    pass\n")
+    run = make_run(tmp_path / "run", twice, [])
+    packer = Packer(twice, Rules(pin=[stem]))  # pickled by reference, as an installed package's class is
+    (run / "chunks" / "0").mkdir(parents=True)
+    with open(run / "chunks" / "0" / "inputs.pkl", "wb") as out:
+        write_chunk([(0, packer.pack((module.Thing(),), {}))], out)
+    done = run_entry(run, "0")
+    assert done.returncode == 1
+    error = result(run, "0")["error"]
+    assert isinstance(error, ModuleNotFoundError)
+    assert any("dependencies=[...]" in note for note in error.__notes__)
+    assert "dependencies=[...]" in done.stderr
