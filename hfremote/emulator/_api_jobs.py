@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ._hardware import hardware_table
+from ._jobs import initiator
 from ._runtime import TERMINAL
 from ._specs import (
     ExposeRequest,
@@ -28,6 +29,7 @@ from ._specs import (
     decode,
 )
 from ._store import Record
+from ._users import USER, owner_id
 from ._util import HTTPError, bad_request, not_found
 
 if TYPE_CHECKING:
@@ -41,13 +43,15 @@ def ctx_of(request: Request) -> Context:
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
+def user_of(request: Request) -> str | None:
+    """The user the request's token names (None: anonymous); set by the front door."""
+    user: str | None = request.scope.get(USER)
+    return user
+
+
 def namespace_of(request: Request) -> str:
-    ctx = ctx_of(request)
-    ns: str = request.path_params["namespace"]
-    ns = ctx.user if ns == "me" else ns
-    if ns != ctx.user and ns not in ctx.orgs:
-        raise HTTPError(403, f"You are not a member of namespace {ns!r} (the emulator's user is {ctx.user!r})")
-    return ns
+    """The namespace the request acts in: 401 without a token, 403 when the user is not a member."""
+    return ctx_of(request).users.acting_in(user_of(request), request.path_params["namespace"])
 
 
 async def body_of(request: Request, limit: int = 1 << 20) -> bytes:
@@ -77,17 +81,19 @@ def next_link(request: Request, cursor: int) -> dict[str, str]:
 # -- identity and hardware ---------------------------------------------------------------------------
 async def whoami(request: Request) -> Response:
     ctx = ctx_of(request)
+    user = ctx.users.acting_in(user_of(request), "me")
+    orgs = ctx.users.orgs_of(user)
     return JSONResponse(
         {
             "type": "user",
-            "id": ctx.jobs_owner_id,
-            "name": ctx.user,
-            "fullname": ctx.user,
+            "id": owner_id(user),
+            "name": user,
+            "fullname": user,
             "email": None,
             "emailVerified": True,
             "isPro": False,
             "canPay": True,
-            "orgs": [{"type": "org", "name": org, "fullname": org, "roleInOrg": "admin"} for org in ctx.orgs],
+            "orgs": [{"type": "org", "name": org, "fullname": org, "roleInOrg": "admin"} for org in orgs],
             "auth": {"type": "access_token", "accessToken": {"displayName": "emulator", "role": "write"}},
         }
     )
@@ -119,7 +125,7 @@ async def run_job(request: Request) -> Response:
     ctx = ctx_of(request)
     ns = namespace_of(request)
     spec = check_job_spec(decode(await body_of(request), JobSpec, "job spec"))
-    job = ctx.jobs.create(ns, spec, spec.secrets)
+    job = ctx.jobs.create(ns, spec, spec.secrets, initiator(ctx.users.acting_in(user_of(request), "me")))
     return _job_json(request, job)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _api_buckets, _api_jobs
 from ._faults import INTERNAL, FaultMiddleware, FaultRule
+from ._users import USER
 from ._util import HTTPError, bad_request, json_object
 
 if TYPE_CHECKING:
@@ -25,8 +27,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hfremote.emulator")
 
-# Routes that carry no Hub token: the client's own telemetry probes, and the CAS (checked by Xet token).
+# Routes that need no Hub token: the client's telemetry probes, the CAS (checked by Xet token) and file
+# downloads (checked by the bucket's visibility).
 _PUBLIC_PREFIXES = ("/api/agent-harnesses", "/v1/telemetry", "/cas/", "/buckets/")
+# What a visitor without a token may ask; the route then answers only for public buckets.
+_ANONYMOUS = re.compile(r"^/api/buckets/[^/]+(/[^/]+(/(tree(/.*)?|paths-info|xet-read-token))?)?$")
 
 
 class FrontDoor:
@@ -58,7 +63,11 @@ class FrontDoor:
                 message["headers"] = [*message.get("headers", []), (b"date", date)]
             await send(message)
 
-        if not path.startswith(_PUBLIC_PREFIXES) and not self.ctx.authorized_headers(scope["headers"]):
+        authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        sent, user = self.ctx.users.from_authorization(authorization)
+        scope[USER] = user
+        public = path.startswith(_PUBLIC_PREFIXES)
+        if not public and (user is None and (sent or not _ANONYMOUS.match(path))):
             body = json.dumps({"error": "Invalid credentials in Authorization header"}).encode()
             await stamped_send(
                 {

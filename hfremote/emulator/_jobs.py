@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 from typing import Any
 
 import msgspec
@@ -11,17 +10,18 @@ import msgspec
 from ._runtime import TERMINAL, Runtime
 from ._specs import JobSpec
 from ._store import Record, Store
+from ._users import Users, owner_id
 from ._util import Clock, iso, new_id, parse_iso
 
 SECRET_MASK = "********"  # the Hub keeps secrets encrypted and never echoes them
 
 
-def owner(namespace: str, user: str) -> dict[str, str]:
-    return {
-        "id": hashlib.sha256(namespace.encode()).hexdigest()[:24],
-        "name": namespace,
-        "type": "user" if namespace == user else "org",
-    }
+def owner(namespace: str, users: Users) -> dict[str, str]:
+    return {"id": owner_id(namespace), "name": namespace, "type": "user" if users.is_user(namespace) else "org"}
+
+
+def initiator(user: str) -> dict[str, str]:
+    return {"type": "user", "id": owner_id(user), "name": user}
 
 
 def spec_fields(spec: JobSpec) -> dict[str, Any]:
@@ -42,19 +42,19 @@ def spec_fields(spec: JobSpec) -> dict[str, Any]:
 
 
 class Jobs:
-    def __init__(self, store: Store, runtime: Runtime, clock: Clock, user: str) -> None:
-        self.store, self.runtime, self.clock, self.user = store, runtime, clock, user
+    def __init__(self, store: Store, runtime: Runtime, clock: Clock, users: Users) -> None:
+        self.store, self.runtime, self.clock, self.users = store, runtime, clock, users
 
     def create(
-        self, namespace: str, spec: JobSpec, secrets: dict[str, str], initiator: dict[str, Any] | None = None
+        self, namespace: str, spec: JobSpec, secrets: dict[str, str], started_by: dict[str, Any] | None = None
     ) -> Record:
         job: Record = {
             "id": new_id(),
             "createdAt": iso(self.clock.now()),
             **spec_fields(spec),
-            "owner": owner(namespace, self.user),
+            "owner": owner(namespace, self.users),
             "status": {"stage": "SCHEDULING", "message": None},
-            "initiator": initiator or {"type": "user", "id": owner(self.user, self.user)["id"], "name": self.user},
+            "initiator": started_by or initiator(self.users.default),
         }
         self.store.insert_job(job, secrets)
         self.runtime.notify()
@@ -66,8 +66,8 @@ class Jobs:
             | {"attempts": (job.get("retry") or 0) + 1, "timeoutSeconds": job.get("timeout")},
             JobSpec,
         )
-        initiator = {"type": "duplicated-job", "id": job["id"]}
-        return self.create(job["owner"]["name"], spec, self.store.job_secrets(job["id"]), initiator)
+        started_by = {"type": "duplicated-job", "id": job["id"]}
+        return self.create(job["owner"]["name"], spec, self.store.job_secrets(job["id"]), started_by)
 
     def render(self, job: Record) -> dict[str, Any]:
         info = copy.deepcopy(job)

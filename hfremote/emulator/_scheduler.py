@@ -43,7 +43,7 @@ class Schedules:
         now = self.clock.now()
         sched: Record = {
             "id": new_id(),
-            "owner": owner(namespace, self.jobs.user),
+            "owner": owner(namespace, self.jobs.users),
             "createdAt": iso(now),
             "schedule": request.schedule,
             "suspend": bool(request.suspend),

@@ -92,6 +92,12 @@ class BucketCreate(msgspec.Struct, rename="camel"):
     region: str | None = None
 
 
+class RepoMove(msgspec.Struct, rename="camel"):
+    from_repo: str
+    to_repo: str
+    type: str = "model"
+
+
 class BatchOp(msgspec.Struct, rename="camel"):
     type: str
     path: str

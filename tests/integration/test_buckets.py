@@ -58,22 +58,27 @@ def test_bucket_lifecycle(api: HfApi, ns: str, tmp_path: Path) -> None:
     info = api.bucket_info(bucket_id)
     assert (info.size, info.total_files) == (10 + 5 + 6 + 1000, 4)
 
-    root = {(item.type, item.path) for item in api.list_bucket_tree(bucket_id)}
-    assert root == {("file", "readme.txt"), ("directory", "data"), ("directory", "models")}
-    everything = {(item.type, item.path) for item in api.list_bucket_tree(bucket_id, recursive=True)}
-    assert everything == {
-        ("file", "readme.txt"),
-        ("file", "data/a.txt"),
-        ("file", "data/sub/b.txt"),
-        ("file", "models/weights.bin"),
-        ("directory", "data"),
-        ("directory", "data/sub"),
-        ("directory", "models"),
+    # As on the Hub: no `recursive` lists every file (files only); recursive=False one level, with folders.
+    files = {"readme.txt", "data/a.txt", "data/sub/b.txt", "models/weights.bin"}
+    assert {(item.type, item.path) for item in api.list_bucket_tree(bucket_id)} == {("file", f) for f in files}
+    assert {(item.type, item.path) for item in api.list_bucket_tree(bucket_id, recursive=True)} == {
+        ("file", f) for f in files
     }
-    under_data = {(item.type, item.path) for item in api.list_bucket_tree(bucket_id, prefix="data")}
+    root = {(item.type, item.path) for item in api.list_bucket_tree(bucket_id, recursive=False)}
+    assert root == {("file", "readme.txt"), ("directory", "data"), ("directory", "models")}
+    under_data = {(item.type, item.path) for item in api.list_bucket_tree(bucket_id, prefix="data", recursive=False)}
     assert under_data == {("file", "data/a.txt"), ("directory", "data/sub")}
-    under_data_all = {item.path for item in api.list_bucket_tree(bucket_id, prefix="data", recursive=True)}
-    assert under_data_all == {"data/a.txt", "data/sub/b.txt", "data/sub"}
+    under_data_all = {item.path for item in api.list_bucket_tree(bucket_id, prefix="data")}
+    assert under_data_all == {"data/a.txt", "data/sub/b.txt"}
+    # The prefix is plain text (`data` also finds `data_backup/...`), and a file's own path lists that file.
+    api.batch_bucket_files(bucket_id, add=[(b"old", "data_backup/a.txt")])
+    assert {item.path for item in api.list_bucket_tree(bucket_id, prefix="data", recursive=False)} == {
+        "data/a.txt",
+        "data/sub",
+        "data_backup",
+    }
+    assert [item.path for item in api.list_bucket_tree(bucket_id, prefix="data/a.txt")] == ["data/a.txt"]
+    api.batch_bucket_files(bucket_id, delete=["data_backup/a.txt"])
 
     infos = {f.path: f for f in api.get_bucket_paths_info(bucket_id, ["data/a.txt", "models/weights.bin", "nope"])}
     assert set(infos) == {"data/a.txt", "models/weights.bin"}
@@ -128,9 +133,9 @@ def test_plain_get_and_range(api: HfApi, emulator: Emulator, ns: str) -> None:
     head = httpx.head(f"{emulator.endpoint}/buckets/{bucket_id}/resolve/dir/blob.bin", headers=_headers(emulator))
     assert head.status_code == 200 and head.headers["x-xet-hash"]
 
-    # A private bucket is not readable without the token; a missing file is a 404 with a JSON error.
+    # A private bucket is not readable without a token (401, as the Hub); a missing file is a 404 with a JSON error.
     anonymous = httpx.get(f"{emulator.endpoint}/buckets/{bucket_id}/resolve/dir/blob.bin")
-    assert anonymous.status_code == 404
+    assert anonymous.status_code == 401
     missing = _resolve(emulator, bucket_id, "dir/nope.bin")
     assert missing.status_code == 404 and "not found" in missing.json()["error"]
 
