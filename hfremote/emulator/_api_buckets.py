@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import secrets
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._api_jobs import body_of, ctx_of, cursor_of, namespace_of, next_link, user_of
+from ._api_jobs import ctx_of, cursor_of, drain, namespace_of, next_link, user_of, with_body
 from ._specs import BatchOp, BucketCreate, PathsRequest, RepoMove, check_path, decode
 from ._store import Record
 from ._util import HTTPError, bad_request, iso, json_object, not_found
@@ -28,6 +28,7 @@ _MAX_XORB = 128 << 20
 _MAX_SHARD = 64 << 20
 _MAX_BATCH = 16 << 20
 _TOKEN_LIFETIME = 3600
+_CONTENT_TYPE_RE = re.compile(r"^[\x20-\x7e]{1,255}$")  # served back as a header: printable ASCII only
 
 
 def _base(request: Request) -> str:
@@ -94,10 +95,11 @@ def _page(request: Request, items: list[Any]) -> Response:
 
 
 # -- buckets ----------------------------------------------------------------------------------------
-async def create_bucket(request: Request) -> Response:
+@with_body()
+def create_bucket(request: Request, body: bytes) -> Response:
     ctx = ctx_of(request)
     bucket_id = _bucket_id(request)
-    options = decode(await body_of(request), BucketCreate, "bucket settings")
+    options = decode(body, BucketCreate, "bucket settings")
     check_path(request.path_params["name"], "bucket name")
     if options.visibility not in (None, "private", "public"):
         raise bad_request(f"Invalid visibility {options.visibility!r}: use 'private' or 'public'")
@@ -110,14 +112,14 @@ async def create_bucket(request: Request) -> Response:
     return JSONResponse({"url": url, "id": bucket_id, "name": request.path_params["name"]})
 
 
-async def bucket_item(request: Request) -> Response:
+def bucket_item(request: Request) -> Response:
     ctx = ctx_of(request)
     if request.method == "DELETE":
         bucket = _own_bucket(request)
-        await run_in_threadpool(ctx.store.delete_bucket, bucket["id"])
+        ctx.store.delete_bucket(bucket["id"])
         return JSONResponse({})
     bucket = _bucket(request)
-    return JSONResponse(await run_in_threadpool(_bucket_json, ctx, bucket))
+    return JSONResponse(_bucket_json(ctx, bucket))
 
 
 async def no_namespace(request: Request) -> Response:
@@ -125,7 +127,7 @@ async def no_namespace(request: Request) -> Response:
     raise not_found(f"Bucket {request.path_params['namespace']!r} not found: use namespace/name", code="RepoNotFound")
 
 
-async def list_buckets(request: Request) -> Response:
+def list_buckets(request: Request) -> Response:
     ctx = ctx_of(request)
     ns, user = request.path_params["namespace"], user_of(request)
     if ns == "me":
@@ -140,13 +142,14 @@ async def list_buckets(request: Request) -> Response:
         found = ctx.store.buckets(ns)
         return [_bucket_json(ctx, b) for b in found if search in b["id"] and (member or not b["private"])]
 
-    return _page(request, await run_in_threadpool(listing))
+    return _page(request, listing())
 
 
-async def bucket_settings(request: Request) -> Response:
+@with_body()
+def bucket_settings(request: Request, body: bytes) -> Response:
     ctx = ctx_of(request)
     bucket = _own_bucket(request)
-    settings = json_object(await body_of(request), "bucket settings")
+    settings = json_object(body, "bucket settings")
     if not isinstance(settings, dict) or not isinstance(settings.get("private", False), bool):
         raise bad_request('Bucket settings must be an object such as {"private": true}')
     bucket["private"] = settings.get("private", bucket["private"])
@@ -154,10 +157,11 @@ async def bucket_settings(request: Request) -> Response:
     return JSONResponse({})
 
 
-async def move_repo(request: Request) -> Response:
+@with_body()
+def move_repo(request: Request, body: bytes) -> Response:
     """`POST /api/repos/move` for buckets (rename, or transfer to another namespace of the caller)."""
     ctx = ctx_of(request)
-    move = decode(await body_of(request), RepoMove, "move request")
+    move = decode(body, RepoMove, "move request")
     if move.type != "bucket":
         raise bad_request(f"The emulator serves buckets only; it cannot move a {move.type} repository")
     for repo_id in (move.from_repo, move.to_repo):
@@ -168,12 +172,12 @@ async def move_repo(request: Request) -> Response:
     bucket = readable(request, move.from_repo)
     ctx.users.acting_in(user, bucket["id"].split("/")[0])
     ctx.users.acting_in(user, move.to_repo.split("/")[0])
-    if not await run_in_threadpool(ctx.store.move_bucket, move.from_repo, move.to_repo):
+    if not ctx.store.move_bucket(move.from_repo, move.to_repo):
         raise HTTPError(409, f"Bucket {move.to_repo!r} already exists")
     return JSONResponse({})
 
 
-async def xet_token_route(request: Request) -> Response:
+def xet_token_route(request: Request) -> Response:
     ctx = ctx_of(request)
     write = request.url.path.endswith("/xet-write-token")
     _own_bucket(request) if write else _bucket(request)
@@ -187,10 +191,11 @@ async def xet_token_route(request: Request) -> Response:
     )
 
 
-async def batch(request: Request) -> Response:
+@with_body(_MAX_BATCH)
+def batch(request: Request, body: bytes) -> Response:
     ctx = ctx_of(request)
     bucket = _own_bucket(request)
-    lines = [line for line in (await body_of(request, _MAX_BATCH)).splitlines() if line.strip()]
+    lines = [line for line in (body).splitlines() if line.strip()]
     if len(lines) > 1000:
         raise bad_request(f"A batch holds at most 1000 operations, got {len(lines)}")
     ops = []
@@ -202,6 +207,8 @@ async def batch(request: Request) -> Response:
         check_path(op.path, "file path")
         if op.type not in ("addFile", "copyFile", "deleteFile"):
             raise bad_request(f"Unknown batch operation type {op.type!r}: use addFile, copyFile or deleteFile")
+        if op.content_type is not None and not _CONTENT_TYPE_RE.match(op.content_type):
+            raise bad_request(f"Invalid contentType {op.content_type[:100]!r}: expected a MIME type such as text/plain")
         if op.type == "copyFile":
             # Only files the caller can read in the named source: a hash alone is no permission.
             if op.source_repo_type != "bucket" or not op.source_repo_id:
@@ -226,19 +233,20 @@ async def batch(request: Request) -> Response:
             ctx.store.put_file(bucket["id"], op.path, op.xet_hash or "", size, mtime, now, op.content_type)
         return failed
 
-    failed = await run_in_threadpool(apply)
+    failed = apply()
     status = 422 if failed and len(failed) == len(lines) else 200
     return JSONResponse({"success": not failed, "processed": len(lines), "failed": failed}, status_code=status)
 
 
-async def paths_info(request: Request) -> Response:
+@with_body()
+def paths_info(request: Request, body: bytes) -> Response:
     ctx = ctx_of(request)
     bucket = _bucket(request)
-    paths = decode(await body_of(request), PathsRequest, "paths-info request").paths
+    paths = decode(body, PathsRequest, "paths-info request").paths
     if len(paths) > 1000:
         raise bad_request(f"At most 1000 paths per request, got {len(paths)}")
     wanted = [check_path(p.strip("/"), "path") for p in paths]
-    found = await run_in_threadpool(lambda: [ctx.store.file(bucket["id"], p) for p in wanted])
+    found = [ctx.store.file(bucket["id"], p) for p in wanted]
     return JSONResponse([_file_json(f) for f in found if f is not None])
 
 
@@ -265,7 +273,7 @@ def tree_entries(files: list[Record], prefix: str, recursive: bool) -> list[dict
     return sorted(items, key=lambda item: str(item["path"]))
 
 
-async def tree(request: Request) -> Response:
+def tree(request: Request) -> Response:
     ctx = ctx_of(request)
     bucket = _bucket(request)
     prefix = request.path_params.get("prefix", "").lstrip("/")
@@ -273,16 +281,16 @@ async def tree(request: Request) -> Response:
         raise bad_request("Invalid prefix: it contains a NUL character")
     # No `recursive` parameter lists recursively, as the Hub does.
     recursive = request.query_params.get("recursive", "true").lower() != "false"
-    files = await run_in_threadpool(ctx.store.files, bucket["id"], prefix)
+    files = ctx.store.files(bucket["id"], prefix)
     return _page(request, tree_entries(files, prefix, recursive))
 
 
-async def resolve(request: Request) -> Response:
+def resolve(request: Request) -> Response:
     ctx = ctx_of(request)
     bucket_id = f"{request.path_params['namespace']}/{request.path_params['name']}"
     readable(request, bucket_id)
     path = check_path(request.path_params["path"], "file path")
-    f = await run_in_threadpool(ctx.store.file, bucket_id, path)
+    f = ctx.store.file(bucket_id, path)
     if f is None:
         raise not_found(f"File {path!r} not found in bucket {bucket_id!r}", code="EntryNotFound")
     refresh = f"{_base(request)}/api/buckets/{bucket_id}/xet-read-token"
@@ -304,7 +312,7 @@ async def resolve(request: Request) -> Response:
         ctx.storage.write_file(f["xetHash"], out, first, last)
         return out.getvalue()
 
-    data = await run_in_threadpool(read)
+    data = read()
     if request.headers.get("range") and f["size"]:  # a Range on an empty file is ignored: 200, no bytes
         headers["Content-Range"] = f"bytes {first}-{last}/{f['size']}"
         return Response(data, status_code=206, headers=headers)
@@ -329,25 +337,26 @@ async def cas_not_found(request: Request) -> Response:
     return Response(status_code=404)
 
 
-async def put_xorb(request: Request) -> Response:
+@with_body(_MAX_XORB)
+def put_xorb(request: Request, body: bytes) -> Response:
     ctx = _cas(request, write=True)
-    data = await body_of(request, _MAX_XORB)
-    inserted = await run_in_threadpool(ctx.storage.put_xorb, request.path_params["hash"], data)
+    data = body
+    inserted = ctx.storage.put_xorb(request.path_params["hash"], data)
     return JSONResponse({"was_inserted": inserted})
 
 
-async def put_shard(request: Request) -> Response:
+@with_body(_MAX_SHARD)
+def put_shard(request: Request, body: bytes) -> Response:
     ctx = _cas(request, write=True)
-    data = await body_of(request, _MAX_SHARD)
-    await run_in_threadpool(ctx.storage.put_shard, data)
+    data = body
+    ctx.storage.put_shard(data)
     return JSONResponse({"result": 1})
 
 
-async def reconstruction(request: Request) -> Response:
+def reconstruction(request: Request) -> Response:
     ctx = _cas(request)
     fetch_url = f"{_base(request)}/cas/{ctx.instance}/fetch"
-    plan = await run_in_threadpool(
-        ctx.storage.reconstruction,
+    plan = ctx.storage.reconstruction(
         request.path_params["hash"],
         request.headers.get("range"),
         fetch_url,
@@ -360,31 +369,26 @@ def fetch_signature(ctx: Context, xorb: str) -> str:
     return hashlib.sha256(f"{ctx.token}:fetch:{xorb}".encode()).hexdigest()[:32]
 
 
-async def fetch_xorb(request: Request) -> Response:
+def fetch_xorb(request: Request) -> Response:
     # hf_xet sends no token to fetch URLs (they are presigned on the Hub): the signature is in the URL.
     ctx = ctx_of(request)
     xorb = request.path_params["hash"]
-    if request.query_params.get("sig") != fetch_signature(ctx, xorb):
+    if not secrets.compare_digest(request.query_params.get("sig", "").encode(), fetch_signature(ctx, xorb).encode()):
         raise HTTPError(403, "Invalid or missing signature on the xorb URL")
     rng = request.headers.get("range")
     if not rng:
         raise bad_request("Xorb reads need a Range header")
-    first, _, last = rng.partition("=")[2].split(",")[0].partition("-")
-    try:
-        a, b = int(first), int(last)
-    except ValueError:
-        raise bad_request(f"Bad Range header {rng!r}") from None
-    data, size = await run_in_threadpool(ctx.storage.xorb_range, request.path_params["hash"], a, b)
+    data, first, size = ctx.storage.xorb_range(xorb, rng)
     return Response(
         data,
         status_code=206,
         media_type="application/octet-stream",
-        headers={"Content-Range": f"bytes {a}-{a + len(data) - 1}/{size}"},
+        headers={"Content-Range": f"bytes {first}-{first + len(data) - 1}/{size}"},
     )
 
 
 async def telemetry(request: Request) -> Response:
-    await request.body()
+    await drain(request)
     return JSONResponse({})
 
 

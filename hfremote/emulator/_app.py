@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _api_buckets, _api_jobs
+from ._api_jobs import body_of
 from ._faults import INTERNAL, FaultMiddleware, FaultRule
 from ._users import USER
 from ._util import HTTPError, bad_request, json_object
@@ -92,8 +93,9 @@ class FrontDoor:
 def _error(
     status: int, message: str, headers: dict[str, str] | None = None, body: dict[str, Any] | None = None
 ) -> Response:
-    # The client reads X-Error-Message first, then the JSON `error`; header values must be one line.
-    safe = message.replace("\r", " ").replace("\n", " ")[:1000]
+    # The client reads X-Error-Message first, then the JSON `error`. A header value is printable ASCII
+    # (a NUL or a newline from a path parameter would make the server drop the connection unanswered).
+    safe = "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in message[:1000])
     return JSONResponse(
         body or {"error": message}, status_code=status, headers={"X-Error-Message": safe, **(headers or {})}
     )
@@ -121,17 +123,21 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _error(500, "Internal emulator error; see the emulator's log")
 
 
+_MAX_ADVANCE = 100 * 365 * 86400  # a century: far enough for any schedule, and a datetime stays valid
+
+
 # -- test controls (authenticated like the API) --------------------------------------------------------
 async def control(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     action = request.path_params["action"]
-    payload = json_object(await request.body(), "control request")
+    payload = json_object(await body_of(request), "control request")
     if not isinstance(payload, dict):
         raise bad_request("Control requests take a JSON object")
     if action == "advance":
         seconds = payload.get("seconds")
-        if not isinstance(seconds, (int, float)) or seconds < 0:
-            raise bad_request('advance takes {"seconds": <non-negative number>}')
+        # NaN or Infinity (which Python's JSON accepts) would poison the clock for every later request.
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= _MAX_ADVANCE:
+            raise bad_request(f'advance takes {{"seconds": <a number from 0 to {_MAX_ADVANCE}>}}')
         fired = ctx.advance(float(seconds))
         return JSONResponse({"now": ctx.clock.now().isoformat(), "fired": fired})
     if action == "fire":

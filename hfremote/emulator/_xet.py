@@ -227,14 +227,18 @@ class XetStorage:
             )
         return {"offset_into_first_range": offset_into_first, "terms": terms, "fetch_info": fetch}
 
-    def xorb_range(self, xorb: str, first: int, last: int) -> tuple[bytes, int]:
+    def xorb_range(self, xorb: str, range_header: str) -> tuple[bytes, int, int]:
+        """The bytes of a `Range` of a stored xorb, where they start, and the xorb's size."""
         path = self._xorb_path(xorb)
-        if not path.exists():
-            raise HTTPError(404, f"unknown xorb {xorb}")
-        with path.open("rb") as f:
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:
+            raise HTTPError(404, f"unknown xorb {xorb}") from None
+        with f:
             size = os.fstat(f.fileno()).st_size
+            first, last = parse_range(range_header, size)
             f.seek(first)
-            return f.read(max(0, min(last, size - 1) - first + 1)), size
+            return f.read(last - first + 1), first, size
 
     def write_file(self, file_hash: str, out: BinaryIO, first: int = 0, last: int | None = None) -> int:
         """Decode a stored file's bytes [first, last] into `out`; returns the number of bytes written."""
