@@ -121,8 +121,8 @@ class Runtime:
         for run in running:
             run.kill_reason = "The emulator stopped while this job was running"
             run.cancel.set()
-            if run.process is not None:
-                _kill_group(run.process, graceful=False)
+            if (process := run.process) is not None:  # read once: `_spawn` clears it when the process ends
+                _kill_group(process, graceful=False)
         for run in running:
             run.done.wait(10)
         self._dispatcher.join(5)
@@ -174,10 +174,11 @@ class Runtime:
         """Kill a running job's processes as a node failure would: the job ends as ERROR."""
         with self._lock:
             run = self._running.get(job_id)
-        if run is None or run.process is None:
+        process = None if run is None else run.process  # read once: `_spawn` clears it when the process ends
+        if run is None or process is None:
             return False
         run.kill_reason = reason
-        _kill_group(run.process, graceful=False)
+        _kill_group(process, graceful=False)
         return True
 
     def metrics(self, job_id: str) -> dict[str, Any] | None:

@@ -171,6 +171,7 @@ class Emulator:
             self.ctx.faults.add(rule)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
 
     def _saved_token(self) -> str:
         path = self.state_dir / "token"
@@ -183,14 +184,28 @@ class Emulator:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Emulator:
+        try:
+            return self._start()
+        except BaseException:
+            # A port already taken (or a server that would not start) leaves nothing behind: no open
+            # database, socket, thread or temporary directory.
+            self._release()
+            raise
+
+    def _start(self) -> Emulator:
         # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on sockets that say so, and without it every
         # keep-alive request waits ~40 ms on Nagle + delayed ACK.
         sock = socket.socket(
             socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
         )
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        self._socket = sock
         self.port = sock.getsockname()[1]
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.ctx.endpoint = f"http://{host}:{self.port}"
@@ -224,9 +239,17 @@ class Emulator:
         self.ctx.closing = True
         self.ctx.schedules.stop()
         self.ctx.runtime.stop()
-        self._server.should_exit = True
+        self._release()
+
+    def _release(self) -> None:
+        """Stop the server thread and free the socket, the database and a temporary state directory."""
+        if self._server is not None:
+            self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         self.ctx.store.close()
         self._server = None
         if self._temp:

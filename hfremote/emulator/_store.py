@@ -283,7 +283,7 @@ class Store:
     def put_xet_files(self, files: dict[str, list[list[Any]]]) -> None:
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO xet_files VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO xet_files VALUES (?, ?, ?)",  # a content address never changes
                 [(h, sum(seg[3] for seg in segs), json.dumps(segs)) for h, segs in files.items()],
             )
 

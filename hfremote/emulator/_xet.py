@@ -8,6 +8,7 @@ materialise bucket volumes for jobs. Formats: ../../../shared/docs/xet-emulation
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import shutil
@@ -24,6 +25,7 @@ from ._store import Store
 from ._util import HTTPError
 
 _BOOKEND = b"\xff" * 32
+_MAX_LAYOUTS = 4096  # xorb chunk layouts kept in memory (a few KB each)
 _VERIFICATION_FLAG = 1 << 31
 _METADATA_FLAG = 1 << 30
 
@@ -85,7 +87,8 @@ class XetStorage:
         for sub in ("xorbs", "shards", "whole"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._store = store
-        self._offsets: dict[str, tuple[list[int], list[int], list[int]]] = {}
+        # Chunk layouts of recently read xorbs, least recently used first: bounded in a long-lived emulator.
+        self._offsets: collections.OrderedDict[str, tuple[list[int], list[int], list[int]]] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._ingesting = threading.Lock()
         # Uploads whole files through our own CAS routes (set by the emulator once it has an address).
@@ -116,12 +119,33 @@ class XetStorage:
         except struct.error as e:
             raise HTTPError(400, f"malformed shard: {e}") from None
         for segments in files.values():
-            for xorb, *_ in segments:
+            for xorb, start, end, _ in segments:
                 if not self._xorb_path(xorb).exists():
                     raise HTTPError(400, f"shard refers to unknown xorb {xorb}: upload the xorb first")
+                if not 0 <= start < end <= len(self._chunks(xorb)[1]):
+                    raise HTTPError(400, f"shard refers to chunks {start}-{end} that xorb {xorb} does not have")
+        # A content address is kept once known: a later shard cannot point a hash at other bytes. A new
+        # one is checked by hashing the bytes its segments decode to, so what is served is what was named.
+        new = {h: segs for h, segs in files.items() if self._store.xet_file(h) is None}
+        for file_hash, segments in new.items():
+            if (actual := self._hash_segments(segments)) != file_hash:
+                raise HTTPError(400, f"shard names file {file_hash}, but its chunks hash to {actual}")
         (self.root / "shards" / f"{hashlib.sha256(data).hexdigest()}.mdb").write_bytes(data)
-        self._store.put_xet_files(files)
+        self._store.put_xet_files(new)
         return len(files)
+
+    def _hash_segments(self, segments: list[list[Any]]) -> str:
+        from hf_xet import hash_files
+
+        tmp = self.root / "whole" / f".check.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with tmp.open("wb") as out:
+                self._decode(segments, out)
+            return str(hash_files([str(tmp)])[0].hash)
+        except (ValueError, IndexError, RuntimeError) as e:  # undecodable chunks
+            raise HTTPError(400, f"shard's chunks cannot be decoded: {e}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
 
     # -- files the emulator stores itself ---------------------------------------------------------
     def put_whole(self, path: Path) -> tuple[str, int]:
@@ -179,10 +203,14 @@ class XetStorage:
     def _chunks(self, xorb: str) -> tuple[list[int], list[int], list[int]]:
         with self._lock:
             info = self._offsets.get(xorb)
+            if info is not None:
+                self._offsets.move_to_end(xorb)
         if info is None:
             info = self._walk(self._xorb_path(xorb).read_bytes())
             with self._lock:
                 self._offsets[xorb] = info
+                while len(self._offsets) > _MAX_LAYOUTS:
+                    self._offsets.popitem(last=False)
         return info
 
     def file_size(self, file_hash: str) -> int | None:
@@ -248,7 +276,9 @@ class XetStorage:
                 last = size - 1 if last is None else min(last, size - 1)
                 f.seek(first)
                 return out.write(f.read(max(0, last - first + 1)))
-        segments = self._segments(file_hash)
+        return self._decode(self._segments(file_hash), out, first, last)
+
+    def _decode(self, segments: list[list[Any]], out: BinaryIO, first: int = 0, last: int | None = None) -> int:
         last = sum(seg[3] for seg in segments) - 1 if last is None else last
         pos = written = 0
         for xorb, start, end, unpacked in segments:
