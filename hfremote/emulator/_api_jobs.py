@@ -224,6 +224,9 @@ def job_expose(request: Request, body: bytes) -> Response:
     with ctx.runtime.lock:
         job = ctx.store.job(job["id"]) or job
         ports = sorted(set(expose.ports) | set(expose.ports_public))
+        if job["status"]["stage"] == "RUNNING" and (taken := set(ports) & ctx.runtime.held_ports(job["id"])):
+            # Jobs share the host's network: one port, one running job (see _proxy).
+            raise HTTPError(409, f"Port(s) {sorted(taken)} are exposed by another running job; try when it ends")
         job["expose"] = {"ports": ports, "portsPublic": sorted(set(expose.ports_public))}
         ctx.store.update_job(job)
     return _job_json(request, job)

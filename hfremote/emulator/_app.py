@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import _api_buckets, _api_jobs
 from ._api_jobs import body_of
 from ._faults import INTERNAL, FaultMiddleware, FaultRule
+from ._proxy import Proxy
 from ._users import USER
 from ._util import HTTPError, bad_request, json_object
 
@@ -95,7 +96,7 @@ def _error(
 ) -> Response:
     # The client reads X-Error-Message first, then the JSON `error`. A header value is printable ASCII
     # (a NUL or a newline from a path parameter would make the server drop the connection unanswered).
-    safe = "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in message[:1000])
+    safe = "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in message[:1000]).strip()
     return JSONResponse(
         body or {"error": message}, status_code=status, headers={"X-Error-Message": safe, **(headers or {})}
     )
@@ -171,7 +172,13 @@ def build_app(ctx: Context) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(FrontDoor, ctx=ctx), Middleware(FaultMiddleware, faults=ctx.faults)],
+        # The proxy first: a job's exposed port answers as the job's server does (no Date stamped, no
+        # emulator faults), with its own auth rule.
+        middleware=[
+            Middleware(Proxy, ctx=ctx),
+            Middleware(FrontDoor, ctx=ctx),
+            Middleware(FaultMiddleware, faults=ctx.faults),
+        ],
         exception_handlers={HTTPError: _http_error, HTTPException: _starlette_error, Exception: _unexpected},
     )
     app.state.ctx = ctx

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
+from ._proxy import expose_urls
 from ._runtime import TERMINAL, Runtime
 from ._specs import JobSpec
 from ._store import Record, Store
@@ -44,6 +46,7 @@ def spec_fields(spec: JobSpec) -> dict[str, Any]:
 class Jobs:
     def __init__(self, store: Store, runtime: Runtime, clock: Clock, users: Users) -> None:
         self.store, self.runtime, self.clock, self.users = store, runtime, clock, users
+        self.endpoint: Callable[[], str] = lambda: ""  # where exposed ports are served (set once serving)
 
     def create(
         self, namespace: str, spec: JobSpec, secrets: dict[str, str], started_by: dict[str, Any] | None = None
@@ -75,6 +78,8 @@ class Jobs:
         info["durations"] = self._durations(job)
         if info["status"].get("message") is None:
             info["status"].pop("message")
+        if urls := expose_urls(self.endpoint(), job):
+            info["status"]["exposeUrls"] = urls
         return info
 
     def _durations(self, job: Record) -> dict[str, int]:
@@ -84,8 +89,9 @@ class Jobs:
         finished = parse_iso(job["finishedAt"]) if job.get("finishedAt") else None
         end = finished or now
         out = {"totalSecs": int((end - created).total_seconds())}
-        out["schedulingSecs"] = int(((started or end) - created).total_seconds())
+        # As the Hub: only the total until the job runs (and for a job that ended before running).
         if started is not None:
+            out["schedulingSecs"] = int((started - created).total_seconds())
             out["runningSecs"] = int((end - started).total_seconds())
         return out
 

@@ -60,6 +60,7 @@ class Context:
             self.publish,
         )
         self.jobs = Jobs(self.store, self.runtime, self.clock, users)
+        self.jobs.endpoint = lambda: self.endpoint
         self.schedules = Schedules(self.jobs)
         self.faults = Faults(seed)
         self.runtime.on_job_started = self._maybe_kill
