@@ -137,11 +137,12 @@ def main() -> int:
             env = {
                 k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_")) or k == "HF_XET_CACHE"
             }
-            # As the suite's own pytest-env settings do, plus a private HF_HOME; no saved login applies.
+            # As the suite's own pytest-env settings do, plus a private HF_HOME (no saved login applies),
+            # except HUGGINGFACE_CO_STAGING: it would point the client's default endpoint (the CLI's) at
+            # the staging server instead of HF_ENDPOINT, the emulator.
             env |= {
                 "HF_TOKEN": "",
                 "HUGGING_FACE_HUB_TOKEN": "",
-                "HUGGINGFACE_CO_STAGING": "1",
                 "HF_ENDPOINT": endpoint,
                 "HF_HOME": str(work / "hf_home"),
                 "DISABLE_SYMLINKS_IN_WINDOWS_TESTS": "1",

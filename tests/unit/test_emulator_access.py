@@ -1,0 +1,102 @@
+"""Pure pieces of the emulator's API: users and orgs, the Hub's tree listing, log tails. No HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hfremote.emulator._api_buckets import tree_entries
+from hfremote.emulator._logs import LogBook
+from hfremote.emulator._users import Users, parse_org, parse_user
+from hfremote.emulator._util import Clock, HTTPError
+
+
+def test_users_tokens_and_orgs() -> None:
+    users = Users([("alice", "tok-a"), ("bob", "tok-b")], {"team": ["alice", "bob"], "solo": []})
+    assert users.default == "alice"
+    assert users.from_authorization(b"Bearer tok-b") == (True, "bob")
+    assert users.from_authorization(b"Bearer nope") == (True, None)
+    assert users.from_authorization(b"Basic tok-a") == (True, None)
+    assert users.from_authorization(None) == (False, None)
+    assert users.member("bob", "team") and users.member("alice", "solo") and not users.member("bob", "solo")
+    assert users.acting_in("bob", "me") == "bob"
+    with pytest.raises(HTTPError) as denied:
+        users.acting_in("bob", "alice")
+    assert denied.value.status == 403
+    with pytest.raises(HTTPError) as anonymous:
+        users.acting_in(None, "alice")
+    assert anonymous.value.status == 401
+    assert users.known("team") and not users.known("carol")
+
+
+@pytest.mark.parametrize(
+    ("users", "orgs", "problem"),
+    [
+        ([("a", "t"), ("b", "t")], {}, "share a token"),
+        ([("a", "t")], {"a": []}, "both a user"),
+        ([("a", "t")], {"o": ["zed"]}, "unknown users"),
+    ],
+)
+def test_users_refuse_inconsistent_setups(
+    users: list[tuple[str, str]], orgs: dict[str, list[str]], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Users(users, orgs)
+
+
+def test_option_parsing() -> None:
+    assert parse_user("alice") == ("alice", None)
+    assert parse_user("alice:hf_x") == ("alice", "hf_x")
+    assert parse_org("team:alice, bob") == ("team", ("alice", "bob"))
+    for bad in ("", "a b", "alice:", "../x"):
+        with pytest.raises(ValueError):
+            parse_user(bad)
+
+
+FILES = [
+    {"path": p, "xetHash": "0" * 64, "size": 1, "mtimeMs": 0, "uploadedAt": f"2026-01-0{i + 1}T00:00:00.000Z"}
+    for i, p in enumerate(["a.txt", "logs.json", "logs/1.txt", "logs/deep/2.txt", "logs_backup/3.txt"])
+]
+
+
+def listing(prefix: str, recursive: bool) -> set[tuple[str, str]]:
+    files = [f for f in FILES if f["path"].startswith(prefix)]
+    return {(e["type"], e["path"]) for e in tree_entries(files, prefix, recursive)}
+
+
+def test_tree_listing_as_the_hub() -> None:
+    assert listing("", True) == {("file", f["path"]) for f in FILES}  # files only
+    assert listing("", False) == {
+        ("file", "a.txt"),
+        ("file", "logs.json"),
+        ("directory", "logs"),
+        ("directory", "logs_backup"),
+    }
+    # The prefix is plain text; what is inside the folder of that name is listed one level deep.
+    assert listing("logs", False) == {
+        ("file", "logs.json"),
+        ("file", "logs/1.txt"),
+        ("directory", "logs/deep"),
+        ("directory", "logs_backup"),
+    }
+    assert listing("logs/", False) == {("file", "logs/1.txt"), ("directory", "logs/deep")}
+    assert listing("logs/1.txt", False) == {("file", "logs/1.txt")}  # a file's own path
+    folders = {e["path"]: e["uploadedAt"] for e in tree_entries(FILES, "", False) if e["type"] == "directory"}
+    assert folders["logs"] == "2026-01-04T00:00:00.000Z"  # the latest upload below it
+
+
+def test_log_tail_matches_a_full_read(tmp_path: Path) -> None:
+    book = LogBook(tmp_path, Clock())
+    for i in range(500):
+        book.append("job", f"line {i} " + "x" * (i % 97))
+    full, end = book.read("job")
+    for lines in (0, 1, 7, 499, 500, 900):
+        tail, offset = book.read_tail("job", lines, block=64)  # small blocks: many partial first lines
+        assert tail == (full[-lines:] if lines else []) and offset == end
+    with (tmp_path / "job.jsonl").open("a") as f:
+        f.write('{"data": "half a li')  # a line being written is left for the next read
+    assert book.read_tail("job", 3, block=50) == (full[-3:], end)
+    part, _ = book.read("job", 0, limit=100)  # a bounded read: a few whole lines, never a part of one
+    assert 1 <= len(part) <= 4 and part == full[: len(part)]
+    assert book.events("job") == full
