@@ -37,7 +37,25 @@ TEST_FILES = (
 )
 
 # Tests that need what the emulator does not serve, with the reason (node id prefix -> reason).
-EXPECTED_FAILURES: dict[str, str] = {}
+_REPOS = "needs model/dataset repos (create_repo, upload_file, commits), which the emulator does not serve"
+_FACTORY = "needs the repo_factory fixture of the suite's conftest.py (absent from the sdist) and model repos"
+EXPECTED_FAILURES: dict[str, str] = {
+    "tests/test_buckets.py::test_create_bucket_enterprise_org": (
+        "an enterprise org's buckets are private by default: an enterprise-plan setting the emulator has not"
+    ),
+    "tests/test_buckets.py::test_copy_files_repo_to_bucket_with_revision": _FACTORY,
+    "tests/test_buckets.py::test_copy_files_bucket_to_repo_raises": _FACTORY,
+    "tests/test_buckets_hf_file_system.py::TestHfFileSystemBucketRW::test_copy_repo_to_bucket": _REPOS,
+    "tests/test_buckets_hf_file_system.py::TestHfFileSystemBucketRW::test_copy_bucket_to_repo_is_not_supported": _REPOS,
+    "tests/test_copy_files.py::test_commit_copy_file": _REPOS,
+    "tests/test_copy_files.py::test_copy_files_repo_to_repo": _REPOS,
+    "tests/test_copy_files.py::test_cp_upload_file_to_repo": _REPOS,
+    "tests/test_copy_files.py::test_cp_upload_to_repo_": _REPOS,
+    "tests/test_copy_files.py::test_cp_download_repo_": _REPOS,
+    "tests/test_copy_files.py::test_cp_remote_repo_to_": _REPOS,
+    "tests/test_xet_upload.py::TestXetUpload::": _REPOS + " (the class's fixture creates a model repo)",
+    "tests/test_xet_upload.py::TestXetE2E::test_hf_xet_download_with_new_session_api": _REPOS,
+}
 
 _CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hfremote" / "peer-suite"
 
@@ -174,9 +192,12 @@ def main() -> int:
             elapsed = time.monotonic() - started
         finally:
             proc.terminate()
-            proc.wait(15)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(15)
     out = result.stdout
-    print(out[-20000:])
     summary = out.strip().splitlines()[-1] if out.strip() else ""
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)", summary)}
     failing = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, flags=re.M)
@@ -189,7 +210,10 @@ def main() -> int:
     for name in failing:
         reason = next((r for p, r in EXPECTED_FAILURES.items() if name.startswith(p)), "UNEXPECTED")
         print(f"  {name}: {reason}")
-    return 1 if unexpected or result.returncode not in (0, 1) else 0
+    if unexpected or result.returncode not in (0, 1):
+        print(out[-30000:])  # pytest's report, for what was not expected
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -387,6 +387,12 @@ def fetch_xorb(request: Request) -> Response:
     )
 
 
+async def no_repos(request: Request) -> Response:
+    # Model, dataset and Space repos are not emulated: each one "does not exist", with the Hub's code,
+    # so clients treat it as a missing repo (a FileNotFoundError in HfFileSystem), not a broken server.
+    raise not_found("The emulator serves buckets only: no model, dataset or Space repository exists", "RepoNotFound")
+
+
 async def telemetry(request: Request) -> Response:
     await drain(request)
     return JSONResponse({})
@@ -415,4 +421,8 @@ def routes() -> list[Route]:
         Route(cas + "/fetch/{hash}", fetch_xorb, methods=["GET"]),
         Route(cas + "/{rest:path}", cas_not_found, methods=["GET", "POST", "PUT", "HEAD"]),
         Route("/v1/telemetry", telemetry, methods=["POST"]),
+        *(
+            Route(f"/api/{kind}/{{rest:path}}", no_repos, methods=["GET", "HEAD"])
+            for kind in ("models", "datasets", "spaces")
+        ),
     ]
