@@ -141,6 +141,12 @@ class RemoteFuture(Future[R], Generic[R]):
                 break
         yield from self._all_logs()[seen:]
 
+    def log_tail(self, lines: int) -> list[str]:
+        """The job's last log lines, asked as a tail: the cost does not grow with the log."""
+        return self._hub.call(
+            "reading logs", lambda: list(self._hub.log_stream(self.namespace, self.job_id, False, tail=lines))
+        )
+
     def _all_logs(self) -> list[str]:
         return self._hub.call("reading logs", lambda: list(self._hub.log_stream(self.namespace, self.job_id, False)))
 
@@ -199,7 +205,7 @@ class RemoteFuture(Future[R], Generic[R]):
         """What an input that got no result raises: the job's stage, message, URL and last log lines."""
         tail: list[str] = []
         with contextlib.suppress(HFRemoteError):  # the logs are a courtesy; the failure is what matters
-            tail = self._all_logs()[-_LOG_TAIL:]
+            tail = self.log_tail(_LOG_TAIL)
         message = info.status.message or (
             "finished without writing its result" if info.status.stage == "COMPLETED" else None
         )

@@ -303,7 +303,7 @@ class MapRun:
             lines = cause.text.splitlines()  # the job's log mixes the chunk's inputs: this one's own traceback
         if lines is None:
             try:
-                lines = list(future.logs())[-20:]
+                lines = future.log_tail(20)
             except Exception:  # the log tail is a courtesy: the failure itself is raised or returned
                 lines = []
         header = f"[input {index}] failed ({type(error).__name__}: {error}); job {future.job_id}"

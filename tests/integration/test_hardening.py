@@ -250,3 +250,26 @@ def test_xorb_layout_cache_is_bounded(emulator: Emulator, monkeypatch: pytest.Mo
         storage.put_xorb(xorb, chunk)
         storage._chunks(xorb)
     assert len(storage._offsets) <= 8
+
+
+def test_durations_and_metrics_as_the_hub_sends_them(tmp_path: Path) -> None:
+    with Emulator(tmp_path / "one-slot", token="hf_durations_token", max_running=1) as emu:
+        api = HfApi(endpoint=emu.endpoint, token=emu.token)
+        running = api.run_job(
+            image="python:3.12", command=["python", "-c", "import time; time.sleep(60)"], flavor="cpu-upgrade"
+        )
+        waiting = api.run_job(image="python:3.12", command=["python", "-c", "print(1)"])
+        wait_stage(api, running.id, emu.user, stages=("RUNNING",), timeout=30)
+
+        def wire(job_id: str) -> dict[str, object]:
+            response = httpx.get(f"{emu.endpoint}/api/jobs/{emu.user}/{job_id}", headers=auth(emu))
+            return response.json()  # type: ignore[no-any-return]
+
+        assert set(wire(waiting.id)["durations"]) == {"totalSecs"}  # type: ignore[arg-type]
+        assert set(wire(running.id)["durations"]) == {"totalSecs", "schedulingSecs", "runningSecs"}  # type: ignore[arg-type]
+        api.cancel_job(job_id=waiting.id)  # ended before it ran: still only the total
+        assert set(wire(waiting.id)["durations"]) == {"totalSecs"}  # type: ignore[arg-type]
+
+        sample = next(iter(api.fetch_job_metrics(job_id=running.id)))
+        assert sample["memory_total_bytes"] == 32 * 10**9  # cpu-upgrade's 32 GB, not the host's memory
+        api.cancel_job(job_id=running.id)
