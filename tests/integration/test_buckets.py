@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import BucketBatchError, BucketNotFoundError, HfHubHTTPError
 
 from hfremote.emulator import Emulator
 
@@ -248,3 +248,58 @@ def test_two_processes_upload_and_download_at_once(api: HfApi, emulator: Emulato
         assert out.strip() == "ok"
     sizes = {f.path: f.size for f in api.list_bucket_tree(bucket_id)}
     assert sizes == {"one.bin": 5 * 1024 * 1024, "two.bin": 5 * 1024 * 1024}
+
+
+def test_users_orgs_and_public_buckets(tmp_path: Path) -> None:
+    """Several users with their own tokens, an org, and the Hub's access rules for buckets."""
+    with Emulator(
+        tmp_path / "users",
+        token="hf_alice_1",
+        user="alice",
+        users=(("bob", "hf_bob_2"), ("carol", "hf_carol_3")),
+        orgs=("team:alice,bob",),
+    ) as emu:
+        alice, bob, carol = (HfApi(endpoint=emu.endpoint, token=t) for t in ("hf_alice_1", "hf_bob_2", "hf_carol_3"))
+        anonymous = HfApi(endpoint=emu.endpoint, token=False)
+        assert [api.whoami()["name"] for api in (alice, bob, carol)] == ["alice", "bob", "carol"]
+        assert [org["name"] for org in bob.whoami()["orgs"]] == ["team"] and carol.whoami()["orgs"] == []
+
+        alice.create_bucket("alice/public")
+        alice.create_bucket("alice/secret", private=True)
+        alice.batch_bucket_files("alice/public", add=[(b"hi", "a.txt")])
+        alice.batch_bucket_files("alice/secret", add=[(b"psst", "s.txt")])
+        # A public bucket is readable by anyone, even without a token; writing needs its namespace.
+        assert anonymous.bucket_info("alice/public").id == "alice/public"
+        assert [f.path for f in anonymous.list_bucket_tree("alice/public")] == ["a.txt"]
+        assert [b.id for b in carol.list_buckets(namespace="alice")] == ["alice/public"]
+        with pytest.raises(Exception, match="403"):  # refused at the Xet write token (hf_xet reports it)
+            carol.batch_bucket_files("alice/public", add=[(b"x", "b.txt")])
+        with pytest.raises(HfHubHTTPError) as forbidden:
+            carol.batch_bucket_files("alice/public", delete=["a.txt"])
+        assert forbidden.value.response.status_code == 403
+        # A private one does not exist for others: 404 to a user, 401 to a visitor.
+        with pytest.raises(BucketNotFoundError):
+            carol.bucket_info("alice/secret")
+        with pytest.raises(HfHubHTTPError) as unauthenticated:
+            anonymous.bucket_info("alice/secret")
+        assert unauthenticated.value.response.status_code == 401
+        # copyFile needs the source to be readable by the caller, whatever hashes the storage knows.
+        (secret,) = alice.get_bucket_paths_info("alice/secret", ["s.txt"])
+        carol.create_bucket("carol/mine")
+        with pytest.raises(BucketNotFoundError):
+            carol.batch_bucket_files("carol/mine", copy=[("bucket", "alice/secret", secret.xet_hash, "stolen.txt")])
+        with pytest.raises(BucketBatchError):  # a hash the named source does not have
+            carol.batch_bucket_files("carol/mine", copy=[("bucket", "alice/public", secret.xet_hash, "x.txt")])
+        # Org members act in the org: bob moves his own bucket into the team, carol cannot.
+        bob.create_bucket("bob/data")
+        bob.move_bucket(from_id="bob/data", to_id="team/data")
+        assert alice.bucket_info("team/data").id == "team/data"
+        with pytest.raises(HfHubHTTPError) as not_member:
+            carol.move_bucket(from_id="carol/mine", to_id="team/mine")
+        assert not_member.value.response.status_code == 403
+        # Jobs: a member runs in the org, a non-member cannot list its jobs.
+        job = bob.run_job(image="python:3.12", command=["python", "-c", "print(1)"], namespace="team")
+        assert job.owner.name == "team" and job.owner.type == "org"
+        with pytest.raises(HfHubHTTPError) as outsider:
+            list(carol.list_jobs(namespace="team"))
+        assert outsider.value.response.status_code == 403
