@@ -139,6 +139,8 @@ async def control(request: Request) -> Response:
         # NaN or Infinity (which Python's JSON accepts) would poison the clock for every later request.
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= _MAX_ADVANCE:
             raise bad_request(f'advance takes {{"seconds": <a number from 0 to {_MAX_ADVANCE}>}}')
+        if ctx.clock.now().year + seconds / (365 * 86400) > 9000:  # repeated advances must not overflow dates
+            raise bad_request("advance would move the emulator clock past the year 9000")
         fired = ctx.advance(float(seconds))
         return JSONResponse({"now": ctx.clock.now().isoformat(), "fired": fired})
     if action == "fire":

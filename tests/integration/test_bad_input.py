@@ -178,6 +178,7 @@ CASES = [
     Case("advance-nan", "POST", "/_emulator/advance", 400, "seconds", b'{"seconds": NaN}'),
     Case("advance-infinity", "POST", "/_emulator/advance", 400, "seconds", b'{"seconds": Infinity}'),
     Case("advance-bool", "POST", "/_emulator/advance", 400, "seconds", {"seconds": True}),
+    Case("advance-past-9999", "POST", "/_emulator/advance", 400, "seconds", {"seconds": 10**12}),
     Case("fault-path-type", "POST", "/_emulator/faults", 400, "path", {"kind": "500", "path": 5}),
     Case("fault-count-type", "POST", "/_emulator/faults", 400, "count", {"kind": "500", "count": "2"}),
     Case("fault-delay-nan", "POST", "/_emulator/faults", 400, "delay", b'{"kind": "kill", "delay": NaN}'),
