@@ -137,14 +137,19 @@ class Proxy:
         return out
 
     async def _http(self, scope: Scope, receive: Receive, send: Send, port: int, path: str, job_id: str) -> None:
+        sent_whole = asyncio.Event()  # the request body is with the job: what comes next is a disconnect
+
         async def body() -> AsyncIterator[bytes]:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                yield message.get("body", b"")
-                if not message.get("more_body", False):
-                    return
+            try:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    yield message.get("body", b"")
+                    if not message.get("more_body", False):
+                        return
+            finally:
+                sent_whole.set()
 
         query = scope.get("query_string", b"")
         url = httpx.URL(f"http://127.0.0.1:{port}{path}" + (f"?{query.decode('latin-1')}" if query else ""))
@@ -157,16 +162,35 @@ class Proxy:
             message = f"Nothing answers on port {port} of job {job_id} ({type(e).__name__})"
             await self._refuse(scope, receive, send, 502, message)
             return
-        try:
+
+        async def relay() -> None:
             headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP]
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
             # Chunks as they come (server-sent events, long downloads): nothing is buffered whole.
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
-        except httpx.HTTPError:
-            pass  # the job's server hung up mid-answer: the client sees a cut connection, as it would
+
+        async def client_gone() -> None:
+            await sent_whole.wait()
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        # A client that leaves an endless answer (an event stream) ends the relay, and the job's connection.
+        tasks = [asyncio.ensure_future(relay()), asyncio.ensure_future(client_gone())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            relayed = tasks[0]
+            error = relayed.exception() if relayed.done() and not relayed.cancelled() else None
+            # The job's server hanging up mid-answer is not an error of ours: the client sees the cut.
+            if isinstance(error, Exception) and not isinstance(error, httpx.HTTPError):
+                raise error
         finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
             await response.aclose()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send, port: int, path: str, job_id: str) -> None:

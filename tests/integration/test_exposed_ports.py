@@ -33,6 +33,16 @@ HTTP_SERVER = textwrap.dedent(
         method, path, _ = head[0].split(" ")
         headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in head[1:] if line)}
         body = await reader.readexactly(int(headers.get("content-length", "0")))
+        if path.startswith("/forever"):
+            writer.write(b"HTTP/1.1 200 OK\\r\\ncontent-type: text/event-stream\\r\\n\\r\\n")
+            try:
+                while True:
+                    writer.write(b"data: more\\n\\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+            except ConnectionError:
+                print("client left", flush=True)
+                return
         if path.startswith("/events"):
             writer.write(b"HTTP/1.1 200 OK\\r\\ncontent-type: text/event-stream\\r\\nconnection: close\\r\\n\\r\\n")
             for i in range(3):
@@ -133,6 +143,10 @@ def test_private_port_needs_a_token_of_the_namespace(two_users: Emulator, tmp_pa
     with httpx.stream("GET", f"{url}events", headers=token, timeout=10) as events:
         lines = [line for line in events.iter_lines() if line]
     assert lines == ["data: tick 0", "data: tick 1", "data: tick 2"]
+    # A client that leaves an endless stream: the proxy lets go of the job's connection too.
+    with httpx.stream("GET", f"{url}forever", headers=token, timeout=10) as endless:
+        assert next(endless.iter_lines()) == "data: more"
+    poll(lambda: "client left" in list(alice.fetch_job_logs(job_id=job_id)), what="the job to see the client leave")
 
     # Once the job ends its port is no longer served.
     alice.cancel_job(job_id=job_id)
