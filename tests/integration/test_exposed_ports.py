@@ -133,6 +133,11 @@ def test_private_port_needs_a_token_of_the_namespace(two_users: Emulator, tmp_pa
     assert "authorization" not in echoed["headers"]  # the Hub token never reaches the job
     assert echoed["headers"]["x-forwarded-prefix"] == f"/_proxy/{job_id}--{port}"
 
+    # The host form (for browsers, which resolve *.localhost to loopback) reaches the same server at "/".
+    host = f"{job_id}--{port}.localhost:{two_users.port}"
+    by_host = httpx.get(f"{two_users.endpoint}/x?y=2", headers={**token, "Host": host}, timeout=5)
+    assert by_host.status_code == 200 and by_host.json()["path"] == "/x?y=2"
+
     # No token: 401; another user's token (not a member of alice's namespace): 404, as for a private repo.
     assert httpx.get(url, timeout=5).status_code == 401
     assert httpx.get(url, headers={"Authorization": "Bearer hf_bob_token_456"}, timeout=5).status_code == 404
