@@ -55,6 +55,52 @@ def parse_shard(data: bytes) -> dict[str, list[list[Any]]]:
     return files
 
 
+# Keys of Xet's keyed blake3 hashes (xet-core merklehash/src/data_hash.rs; spec/hashing.md).
+_DATA_KEY = bytes.fromhex("6697f5775b9550de3135cbaca597181c9de421109beb2b58b4d0b04b93adf229")
+_INTERNAL_NODE_KEY = bytes.fromhex("017ec5c7a5472996fd946666b48a02e65ddd536f37c76dd2f86352e64a53713f")
+
+
+def _next_cut(nodes: list[tuple[bytes, int]]) -> int:
+    """How many nodes the next parent takes: a node whose last u64 word is 0 mod 4 ends it (2 to 9)."""
+    if len(nodes) <= 2:
+        return len(nodes)
+    end = min(9, len(nodes))
+    for i in range(2, end):
+        if int.from_bytes(nodes[i][0][24:32], "little") % 4 == 0:
+            return i + 1
+    return end
+
+
+def merkle_hash(chunks: list[tuple[bytes, int]]) -> str:
+    """The xorb hash of (chunk hash, chunk size) leaves: xet-core's aggregated node hash."""
+    from blake3 import blake3
+
+    nodes = list(chunks)
+    if not nodes:
+        return "0" * 64
+    while len(nodes) > 1:
+        parents, i = [], 0
+        while i < len(nodes):
+            group = nodes[i : i + _next_cut(nodes[i:])]
+            text = "".join(f"{hash_hex(h)} : {size}\n" for h, size in group)
+            parents.append((blake3(text.encode(), key=_INTERNAL_NODE_KEY).digest(), sum(size for _, size in group)))
+            i += len(group)
+        nodes = parents
+    return hash_hex(nodes[0][0])
+
+
+def xorb_hash(data: bytes) -> str:
+    """The hash a xorb's bytes must be stored under: the merkle hash of its decoded chunks."""
+    from blake3 import blake3
+
+    offsets, _, schemes = XetStorage._walk(data)
+    leaves = []
+    for i, scheme in enumerate(schemes):
+        chunk = decode_chunk(scheme, data[offsets[i] + 8 : offsets[i + 1]])
+        leaves.append((blake3(chunk, key=_DATA_KEY).digest(), len(chunk)))
+    return merkle_hash(leaves)
+
+
 def _is_hex_hash(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
@@ -105,9 +151,11 @@ class XetStorage:
         if path.exists():
             return False
         try:
-            self._walk(data)
-        except (ValueError, IndexError, struct.error) as e:
+            actual = xorb_hash(data)
+        except (ValueError, IndexError, struct.error, RuntimeError) as e:  # lz4 raises RuntimeError
             raise HTTPError(400, f"malformed xorb {xorb}: {e}") from None
+        if actual != xorb:  # content addressing: a xorb is stored only under the hash of its content
+            raise HTTPError(400, f"xorb uploaded as {xorb} hashes to {actual}")
         tmp = path.with_name(f"{xorb}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)  # atomic: a concurrent reader sees nothing or the whole xorb

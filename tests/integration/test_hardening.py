@@ -21,7 +21,7 @@ from helpers import wait_stage
 from huggingface_hub import HfApi
 
 from hfremote.emulator import Emulator
-from hfremote.emulator._xet import hash_hex
+from hfremote.emulator._xet import hash_hex, xorb_hash
 
 MB = 1 << 20
 
@@ -102,14 +102,21 @@ def test_a_read_token_cannot_upload(emulator: Emulator, api: HfApi) -> None:
     read = httpx.get(f"{emulator.endpoint}/api/buckets/{bucket}/xet-read-token", headers=auth(emulator)).json()
     write = httpx.get(f"{emulator.endpoint}/api/buckets/{bucket}/xet-write-token", headers=auth(emulator)).json()
     assert read["accessToken"] != write["accessToken"]
-    xorb = "a" * 64
     chunk = bytes([0]) + (4).to_bytes(3, "little") + bytes([0]) + (4).to_bytes(3, "little") + b"data"
+    xorb = xorb_hash(chunk)
     refused = httpx.post(
         f"{read['casUrl']}/v1/xorbs/default/{xorb}",
         content=chunk,
         headers={"Authorization": f"Bearer {read['accessToken']}"},
     )
     assert refused.status_code == 401
+    # A xorb is stored only under the hash of its content.
+    misnamed = httpx.post(
+        f"{write['casUrl']}/v1/xorbs/default/{'a' * 64}",
+        content=chunk,
+        headers={"Authorization": f"Bearer {write['accessToken']}"},
+    )
+    assert misnamed.status_code == 400 and "hashes to" in misnamed.json()["error"]
     accepted = httpx.post(
         f"{write['casUrl']}/v1/xorbs/default/{xorb}",
         content=chunk,
@@ -249,9 +256,11 @@ def test_xorb_layout_cache_is_bounded(emulator: Emulator, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(_xet, "_MAX_LAYOUTS", 8)
     storage = emulator.ctx.storage
-    chunk = bytes([0]) + (4).to_bytes(3, "little") + bytes([0]) + (4).to_bytes(3, "little") + b"data"
     for i in range(50):
-        xorb = f"{i:064x}"
+        chunk = (
+            bytes([0]) + (4).to_bytes(3, "little") + bytes([0]) + (4).to_bytes(3, "little") + i.to_bytes(4, "little")
+        )
+        xorb = xorb_hash(chunk)
         storage.put_xorb(xorb, chunk)
         storage._chunks(xorb)
     assert len(storage._offsets) <= 8

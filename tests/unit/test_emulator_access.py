@@ -10,6 +10,7 @@ from hfremote.emulator._api_buckets import tree_entries
 from hfremote.emulator._logs import LogBook
 from hfremote.emulator._users import Users, parse_org, parse_user
 from hfremote.emulator._util import Clock, HTTPError
+from hfremote.emulator._xet import merkle_hash
 
 
 def test_users_tokens_and_orgs() -> None:
@@ -100,3 +101,30 @@ def test_log_tail_matches_a_full_read(tmp_path: Path) -> None:
     part, _ = book.read("job", 0, limit=100)  # a bounded read: a few whole lines, never a part of one
     assert 1 <= len(part) <= 4 and part == full[: len(part)]
     assert book.events("job") == full
+
+
+def _raw(hex_hash: str) -> bytes:
+    return b"".join(int(hex_hash[i * 16 : (i + 1) * 16], 16).to_bytes(8, "little") for i in range(4))
+
+
+A = "cfc5d07f6f03c29bbf424132963fe08d19a37d5757aaf520bf08119f05cd56d6"
+B = "c3e67584b5c4fc2a89837ec39e40f2c8a6bb0b2987ac94cd4b31e5fbdd210a72"
+C = "0d2beb91b9196929a5ddec9f6e306924ddf4a24268e3e59fd8464738d525af37"
+D = "adf8773496a9b7319b2e50dc98093f344053b17d8ad37100b9c07d9805988784"
+
+
+@pytest.mark.parametrize(
+    ("leaves", "expected"),
+    [  # reference vectors of xet-core (merklehash/src/aggregated_hashes.rs, test_correctness)
+        ([(A, 100)], A),
+        ([(A, 100), (B, 200), (C, 300)], "71ec1275fca074724e2dd666921b3277c7cee603e4d025bcab2d4050015be2bc"),
+        ([(A, 100)] * 4, "89f2ada89ff8c96763c6b25010e6dd76a4c05b1466207633ea559acf2093211b"),
+        ([(A, 100), (B, 200)] * 2, "90f8313ef12df385d237a067aded02562c35ded12116e32eba401dbc86c38031"),
+        (
+            [(A, 100), (B, 200), (A, 100), (B, 200), (C, 300), (D, 400)],
+            "52c826f99507aa05d0b45e9837fa1709e0485425cfbcb1e80db3905cf98b3ee9",
+        ),
+    ],
+)
+def test_xorb_merkle_hash_matches_xet_core(leaves: list[tuple[str, int]], expected: str) -> None:
+    assert merkle_hash([(_raw(h), size) for h, size in leaves]) == expected
