@@ -71,13 +71,13 @@ def _next_cut(nodes: list[tuple[bytes, int]]) -> int:
     return end
 
 
-def merkle_hash(chunks: list[tuple[bytes, int]]) -> str:
-    """The xorb hash of (chunk hash, chunk size) leaves: xet-core's aggregated node hash."""
+def _merkle_root(chunks: list[tuple[bytes, int]]) -> bytes:
+    """xet-core's aggregated node hash of (chunk hash, chunk size) leaves."""
     from blake3 import blake3
 
     nodes = list(chunks)
     if not nodes:
-        return "0" * 64
+        return bytes(32)
     while len(nodes) > 1:
         parents, i = [], 0
         while i < len(nodes):
@@ -86,7 +86,21 @@ def merkle_hash(chunks: list[tuple[bytes, int]]) -> str:
             parents.append((blake3(text.encode(), key=_INTERNAL_NODE_KEY).digest(), sum(size for _, size in group)))
             i += len(group)
         nodes = parents
-    return hash_hex(nodes[0][0])
+    return nodes[0][0]
+
+
+def merkle_hash(chunks: list[tuple[bytes, int]]) -> str:
+    """A xorb's hash from its leaves."""
+    return hash_hex(_merkle_root(chunks))
+
+
+def file_hash(chunks: list[tuple[bytes, int]]) -> str:
+    """A file's hash from its leaves: the merkle root, keyed-hashed once more with a zero key."""
+    from blake3 import blake3
+
+    if not chunks:
+        return "0" * 64
+    return hash_hex(blake3(_merkle_root(chunks), key=bytes(32)).digest())
 
 
 def xorb_hash(data: bytes) -> str:
@@ -183,17 +197,21 @@ class XetStorage:
         return len(files)
 
     def _hash_segments(self, segments: list[list[Any]]) -> str:
-        from hf_xet import hash_files
+        """The Xet hash of the file these xorb segments make up (from the chunks as uploaded)."""
+        from blake3 import blake3
 
-        tmp = self.root / "whole" / f".check.{os.getpid()}.{threading.get_ident()}.tmp"
+        leaves = []
         try:
-            with tmp.open("wb") as out:
-                self._decode(segments, out)
-            return str(hash_files([str(tmp)])[0].hash)
+            for xorb, start, end, _ in segments:
+                offsets, _, schemes = self._chunks(xorb)
+                with self._xorb_path(xorb).open("rb") as f:
+                    for i in range(start, end):
+                        f.seek(offsets[i] + 8)
+                        chunk = decode_chunk(schemes[i], f.read(offsets[i + 1] - offsets[i] - 8))
+                        leaves.append((blake3(chunk, key=_DATA_KEY).digest(), len(chunk)))
         except (ValueError, IndexError, RuntimeError) as e:  # undecodable chunks
             raise HTTPError(400, f"shard's chunks cannot be decoded: {e}") from None
-        finally:
-            tmp.unlink(missing_ok=True)
+        return file_hash(leaves)
 
     # -- files the emulator stores itself ---------------------------------------------------------
     def put_whole(self, path: Path) -> tuple[str, int]:

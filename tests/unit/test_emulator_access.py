@@ -10,7 +10,7 @@ from hfremote.emulator._api_buckets import tree_entries
 from hfremote.emulator._logs import LogBook
 from hfremote.emulator._users import Users, parse_org, parse_user
 from hfremote.emulator._util import Clock, HTTPError
-from hfremote.emulator._xet import merkle_hash
+from hfremote.emulator._xet import file_hash, merkle_hash
 
 
 def test_users_tokens_and_orgs() -> None:
@@ -128,3 +128,9 @@ D = "adf8773496a9b7319b2e50dc98093f344053b17d8ad37100b9c07d9805988784"
 )
 def test_xorb_merkle_hash_matches_xet_core(leaves: list[tuple[str, int]], expected: str) -> None:
     assert merkle_hash([(_raw(h), size) for h, size in leaves]) == expected
+
+
+def test_file_hash_matches_xet_core() -> None:
+    assert file_hash([(_raw(A), 100)]) == "8e16257caa3fe079d484d872a8975264b2ff683b0d6db9028cc7c0f968a45661"
+    three = [(_raw(A), 100), (_raw(B), 200), (_raw(C), 300)]
+    assert file_hash(three) == "54e55dccc6653c612bdb5576c5d3cb34bb31bc4e100248abccf4c908b3ef7715"
