@@ -151,7 +151,7 @@ def test_private_port_needs_a_token_of_the_namespace(two_users: Emulator, tmp_pa
     # A client that leaves an endless stream: the proxy lets go of the job's connection too.
     with httpx.stream("GET", f"{url}forever", headers=token, timeout=10) as endless:
         assert next(endless.iter_lines()) == "data: more"
-    poll(lambda: "client left" in list(alice.fetch_job_logs(job_id=job_id)), what="the job to see the client leave")
+    poll(lambda: "client left" in list(alice.fetch_job_logs(job_id=job_id)), 60, what="the job to see the client leave")
 
     # Once the job ends its port is no longer served.
     alice.cancel_job(job_id=job_id)
