@@ -151,10 +151,16 @@ class RemoteFuture(Future[R], Generic[R]):
         with contextlib.suppress(HFRemoteError):
             yield from self._all_logs()[seen:]
 
-    def _all_logs(self, tries: int = 8) -> list[str]:
+    def log_tail(self, lines: int, tries: int = 8) -> list[str]:
+        """The job's last log lines, asked as a tail: the cost does not grow with the log."""
         return self._hub.call(
-            "reading logs", lambda: list(self._hub.log_stream(self.namespace, self.job_id, False)), tries=tries
+            "reading logs",
+            lambda: list(self._hub.log_stream(self.namespace, self.job_id, False, tail=lines)),
+            tries=tries,
         )
+
+    def _all_logs(self) -> list[str]:
+        return self._hub.call("reading logs", lambda: list(self._hub.log_stream(self.namespace, self.job_id, False)))
 
     def metrics(self) -> dict[str, Any] | None:
         """One sample of the running job's metrics (CPU, memory, GPUs), or None once it has finished."""
@@ -225,7 +231,7 @@ class RemoteFuture(Future[R], Generic[R]):
         """What an input that got no result raises: the job's stage, message, URL and last log lines."""
         tail: list[str] = []
         with contextlib.suppress(HFRemoteError):  # the logs are a courtesy; the failure is what matters
-            tail = self._all_logs(tries=2)[-_LOG_TAIL:]
+            tail = self.log_tail(_LOG_TAIL, tries=2)
         message = info.status.message or (
             "finished without writing its result" if info.status.stage == "COMPLETED" else None
         )

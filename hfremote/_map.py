@@ -301,7 +301,7 @@ class MapRun:
             lines = []  # the platform is not answering: asking it for the logs would only wait longer
         if lines is None:
             try:
-                lines = list(future.logs())[-20:]
+                lines = future.log_tail(20, tries=2)
             except Exception:  # the log tail is a courtesy: the failure itself is raised or returned
                 lines = []
         header = f"[input {index}] failed ({type(error).__name__}: {error}); job {future.job_id}"

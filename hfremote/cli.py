@@ -12,6 +12,8 @@ from pathlib import Path
 from types import FrameType, ModuleType
 
 from .emulator import Emulator, Faults
+from .emulator._server import DEFAULT_USER
+from .emulator._users import parse_org, parse_user
 from .errors import HFRemoteError
 
 
@@ -25,25 +27,45 @@ def _emulator(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as e:
         print(f"hfremote emulator: invalid --fault: {e}", file=sys.stderr)
         return 2
+    try:
+        users = [parse_user(spec) for spec in args.user or [DEFAULT_USER]]
+        for spec in args.org:
+            parse_org(spec)
+    except ValueError as e:
+        print(f"hfremote emulator: {e}", file=sys.stderr)
+        return 2
+    (user, first_token), others = users[0], users[1:]
+    if any(token is None for _, token in others):
+        print("hfremote emulator: every --user after the first needs its token: --user NAME:TOKEN", file=sys.stderr)
+        return 2
+    if first_token is not None and args.token is not None and first_token != args.token:
+        print("hfremote emulator: --token and --user NAME:TOKEN name two tokens for one user", file=sys.stderr)
+        return 2
     if args.max_running is not None and args.max_running < 1:
         print("hfremote emulator: --max-running must be at least 1", file=sys.stderr)
         return 2
-    emu = Emulator(
-        args.state_dir,
-        token=args.token,
-        user=args.user,
-        orgs=tuple(args.org),
-        host=args.host,
-        port=args.port,
-        max_running=args.max_running,
-        faults=list(faults),
-        seed=args.seed,
-    )
+    try:
+        emu = Emulator(
+            args.state_dir,
+            token=first_token or args.token,
+            user=user,
+            users=tuple((name, token) for name, token in others if token is not None),
+            orgs=tuple(args.org),
+            host=args.host,
+            port=args.port,
+            max_running=args.max_running,
+            faults=list(faults),
+            seed=args.seed,
+        )
+    except ValueError as e:
+        print(f"hfremote emulator: {e}", file=sys.stderr)
+        return 2
     # `kill` (SIGTERM) must stop the emulator as Ctrl-C does: jobs run in their own sessions and would outlive it
     signal.signal(signal.SIGTERM, _interrupt)
     emu.start()
     print(f"hfremote emulator serving on {emu.endpoint} (state in {emu.state_dir})", flush=True)
-    print(f"  export HF_ENDPOINT={emu.endpoint} HF_TOKEN=<the token in {emu.state_dir / 'token'}>", flush=True)
+    where = "the token you gave" if first_token or args.token else f"the token in {emu.state_dir / 'token'}"
+    print(f"  export HF_ENDPOINT={emu.endpoint} HF_TOKEN=<{where}>", flush=True)
     try:
         emu.serve_forever()
     except KeyboardInterrupt:
@@ -134,9 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=".hfremote-emulator",
         help="where jobs, schedules and bucket files are kept (default: ./.hfremote-emulator)",
     )
-    emu.add_argument("--token", help="the token clients must send (default: one saved in the state directory)")
-    emu.add_argument("--user", default="emulator-user", help="the user name whoami answers")
-    emu.add_argument("--org", action="append", default=[], help="an organization the user belongs to (repeatable)")
+    emu.add_argument("--token", help="the first user's token (default: one saved in the state directory)")
+    emu.add_argument(
+        "--user",
+        action="append",
+        metavar="NAME[:TOKEN]",
+        help="a user and its token (repeatable; the first is the default user, its token may come from --token; "
+        f"default: {DEFAULT_USER})",
+    )
+    emu.add_argument(
+        "--org",
+        action="append",
+        default=[],
+        metavar="ORG[:MEMBER,...]",
+        help="an organization and its members (default: the first user; repeatable)",
+    )
     emu.add_argument(
         "--max-running", type=int, help="jobs running at once; others wait in SCHEDULING (default: the number of cores)"
     )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ._hardware import hardware_table
+from ._jobs import initiator
 from ._runtime import TERMINAL
 from ._specs import (
     ExposeRequest,
@@ -28,12 +30,14 @@ from ._specs import (
     decode,
 )
 from ._store import Record
+from ._users import USER, owner_id
 from ._util import HTTPError, bad_request, not_found
 
 if TYPE_CHECKING:
     from ._server import Context
 
 _KEEPALIVE_SECONDS = 15.0
+_MAX_TAIL = 1_000_000
 _RECHECK_SECONDS = 0.5  # how often a following log stream re-reads the stage with no news
 
 
@@ -41,20 +45,58 @@ def ctx_of(request: Request) -> Context:
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
+def user_of(request: Request) -> str | None:
+    """The user the request's token names (None: anonymous); set by the front door."""
+    user: str | None = request.scope.get(USER)
+    return user
+
+
 def namespace_of(request: Request) -> str:
-    ctx = ctx_of(request)
-    ns: str = request.path_params["namespace"]
-    ns = ctx.user if ns == "me" else ns
-    if ns != ctx.user and ns not in ctx.orgs:
-        raise HTTPError(403, f"You are not a member of namespace {ns!r} (the emulator's user is {ctx.user!r})")
-    return ns
+    """The namespace the request acts in: 401 without a token, 403 when the user is not a member."""
+    return ctx_of(request).users.acting_in(user_of(request), request.path_params["namespace"])
 
 
 async def body_of(request: Request, limit: int = 1 << 20) -> bytes:
-    body = await request.body()
-    if len(body) > limit:
-        raise HTTPError(413, f"Request body is {len(body)} bytes; the limit for this route is {limit}")
-    return body
+    """The request body, refused by its declared length first and never buffered past `limit`."""
+    declared = request.headers.get("content-length", "")
+    too_big = declared.isdigit() and int(declared) > limit
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if too_big or size > limit:
+            too_big = True  # the rest is read and dropped, so the connection stays usable
+            continue
+        chunks.append(chunk)
+    if too_big:
+        raise HTTPError(413, f"Request body is {declared or 'over ' + str(limit)} bytes; the limit here is {limit}")
+    return b"".join(chunks)
+
+
+async def drain(request: Request) -> None:
+    """Read and drop a body nobody needs (bounded memory whatever its size)."""
+    async for _ in request.stream():
+        pass
+
+
+def with_body(
+    limit: int = 1 << 20,
+) -> Callable[[Callable[[Request, bytes], Response]], Callable[[Request], Awaitable[Response]]]:
+    """An endpoint whose body is read on the event loop, then whose work (SQLite, files) runs in a thread.
+
+    Endpoints without a body are plain functions, which Starlette runs in its thread pool too: a slow
+    disk or a big listing never stalls the other requests.
+    """
+
+    def wrap(fn: Callable[[Request, bytes], Response]) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(fn)
+        async def endpoint(request: Request) -> Response:
+            body = await body_of(request, limit)
+            return await run_in_threadpool(fn, request, body)
+
+        return endpoint
+
+    return wrap
 
 
 def cursor_of(request: Request) -> int:
@@ -62,7 +104,7 @@ def cursor_of(request: Request) -> int:
         cursor = int(request.query_params.get("cursor", "0"))
     except ValueError:
         cursor = -1
-    if cursor < 0:
+    if not 0 <= cursor < 1 << 62:  # SQLite integers are 64-bit
         raise bad_request("Invalid cursor: use the Link header of the previous page")
     return cursor
 
@@ -77,17 +119,19 @@ def next_link(request: Request, cursor: int) -> dict[str, str]:
 # -- identity and hardware ---------------------------------------------------------------------------
 async def whoami(request: Request) -> Response:
     ctx = ctx_of(request)
+    user = ctx.users.acting_in(user_of(request), "me")
+    orgs = ctx.users.orgs_of(user)
     return JSONResponse(
         {
             "type": "user",
-            "id": ctx.jobs_owner_id,
-            "name": ctx.user,
-            "fullname": ctx.user,
+            "id": owner_id(user),
+            "name": user,
+            "fullname": user,
             "email": None,
             "emailVerified": True,
             "isPro": False,
             "canPay": True,
-            "orgs": [{"type": "org", "name": org, "fullname": org, "roleInOrg": "admin"} for org in ctx.orgs],
+            "orgs": [{"type": "org", "name": org, "fullname": org, "roleInOrg": "admin"} for org in orgs],
             "auth": {"type": "access_token", "accessToken": {"displayName": "emulator", "role": "write"}},
         }
     )
@@ -115,15 +159,16 @@ def _job_json(request: Request, job: Record, status: int = 200) -> Response:
     return JSONResponse(ctx_of(request).jobs.render(job), status_code=status)
 
 
-async def run_job(request: Request) -> Response:
+@with_body()
+def run_job(request: Request, body: bytes) -> Response:
     ctx = ctx_of(request)
     ns = namespace_of(request)
-    spec = check_job_spec(decode(await body_of(request), JobSpec, "job spec"))
-    job = ctx.jobs.create(ns, spec, spec.secrets)
+    spec = check_job_spec(decode(body, JobSpec, "job spec"))
+    job = ctx.jobs.create(ns, spec, spec.secrets, initiator(ctx.users.acting_in(user_of(request), "me")))
     return _job_json(request, job)
 
 
-async def list_jobs(request: Request) -> Response:
+def list_jobs(request: Request) -> Response:
     ctx = ctx_of(request)
     ns = namespace_of(request)
     stages = [s.upper() for s in request.query_params.getlist("stage")]
@@ -139,26 +184,27 @@ async def list_jobs(request: Request) -> Response:
     return JSONResponse([ctx.jobs.render(j) for j in page[: ctx.page_size]], headers=headers)
 
 
-async def inspect_job(request: Request) -> Response:
+def inspect_job(request: Request) -> Response:
     return _job_json(request, _job(request))
 
 
-async def cancel_job(request: Request) -> Response:
+def cancel_job(request: Request) -> Response:
     job = _job(request)
     ctx = ctx_of(request)
-    await run_in_threadpool(ctx.runtime.cancel, job["id"])
+    ctx.runtime.cancel(job["id"])
     return _job_json(request, ctx.store.job(job["id"]) or job)
 
 
-async def duplicate_job(request: Request) -> Response:
+def duplicate_job(request: Request) -> Response:
     ctx = ctx_of(request)
     return _job_json(request, ctx.jobs.duplicate(_job(request)))
 
 
-async def job_labels(request: Request) -> Response:
+@with_body()
+def job_labels(request: Request, body: bytes) -> Response:
     ctx = ctx_of(request)
     job = _job(request)
-    labels = decode(await body_of(request), LabelsRequest, "labels").labels
+    labels = decode(body, LabelsRequest, "labels").labels
     check_labels(labels)
     with ctx.runtime.lock:
         job = ctx.store.job(job["id"]) or job
@@ -167,16 +213,20 @@ async def job_labels(request: Request) -> Response:
     return _job_json(request, job)
 
 
-async def job_expose(request: Request) -> Response:
+@with_body()
+def job_expose(request: Request, body: bytes) -> Response:
     ctx = ctx_of(request)
     job = _job(request)
-    expose = decode(await body_of(request), ExposeRequest, "expose settings")
+    expose = decode(body, ExposeRequest, "expose settings")
     for port in (*expose.ports, *expose.ports_public):
         if not 1 <= port <= 65535:
             raise bad_request(f"Invalid port {port}")
     with ctx.runtime.lock:
         job = ctx.store.job(job["id"]) or job
         ports = sorted(set(expose.ports) | set(expose.ports_public))
+        if job["status"]["stage"] == "RUNNING" and (taken := set(ports) & ctx.runtime.held_ports(job["id"])):
+            # Jobs share the host's network: one port, one running job (see _proxy).
+            raise HTTPError(409, f"Port(s) {sorted(taken)} are exposed by another running job; try when it ends")
         job["expose"] = {"ports": ports, "portsPublic": sorted(set(expose.ports_public))}
         ctx.store.update_job(job)
     return _job_json(request, job)
@@ -190,31 +240,38 @@ def _sse_response(stream: AsyncIterator[str]) -> StreamingResponse:
 
 async def job_logs(request: Request) -> Response:
     ctx = ctx_of(request)
-    job_id = _job(request)["id"]
+    job_id = (await run_in_threadpool(_job, request))["id"]
     tail_param = request.query_params.get("tail")
     try:
         tail = int(tail_param) if tail_param is not None else None
     except ValueError:
         raise bad_request(f"Invalid tail {tail_param!r}: expected an integer") from None
+    if tail is not None and not 0 <= tail <= _MAX_TAIL:
+        raise bad_request(f"Invalid tail {tail}: use 0 to {_MAX_TAIL} lines")
 
     async def stream() -> AsyncIterator[str]:
         changed = ctx.logs.subscribe(job_id)  # before the first read: no line or end can slip between
         try:
-            events, offset = ctx.logs.read(job_id)
+            # File and SQLite reads run in threads; a tail reads the end of the log only.
             if tail is not None:
-                events = events[-tail:] if tail > 0 else []
-            for event in events:
-                yield f"data: {event}\n\n"
+                events, offset = await run_in_threadpool(ctx.logs.read_tail, job_id, tail)
+                for event in events:
+                    yield f"data: {event}\n\n"
+            else:
+                offset = 0
             last_beat = time.monotonic()
             while True:
                 changed.clear()
-                job = ctx.store.job(job_id)
+                job = await run_in_threadpool(ctx.store.job, job_id)
                 # The stage is read before the last lines: the runtime writes every line first, so after
-                # a terminal stage one more read drains the log completely.
+                # a terminal stage reading to the end drains the log completely.
                 terminal = job is None or job["status"]["stage"] in TERMINAL
-                events, offset = ctx.logs.read(job_id, offset)
-                for event in events:
-                    yield f"data: {event}\n\n"
+                while True:  # one block (~1 MB) at a time: a big log never sits whole in memory
+                    events, offset = await run_in_threadpool(ctx.logs.read, job_id, offset)
+                    for event in events:
+                        yield f"data: {event}\n\n"
+                    if not events:
+                        break
                 if terminal or ctx.closing:
                     return
                 if time.monotonic() - last_beat > _KEEPALIVE_SECONDS:
@@ -231,7 +288,7 @@ async def job_logs(request: Request) -> Response:
 
 async def job_metrics(request: Request) -> Response:
     ctx = ctx_of(request)
-    job = _job(request)
+    job = await run_in_threadpool(_job, request)
     if job["status"]["stage"] in TERMINAL:
         raise HTTPError(406, f"Job {job['id']} has finished ({job['status']['stage']}): it has no live metrics")
     job_id = job["id"]
@@ -239,10 +296,10 @@ async def job_metrics(request: Request) -> Response:
     async def stream() -> AsyncIterator[str]:
         last_beat = time.monotonic()
         while not ctx.closing:
-            current = ctx.store.job(job_id)
+            current = await run_in_threadpool(ctx.store.job, job_id)
             if current is None or current["status"]["stage"] in TERMINAL:
                 return
-            sample = ctx.runtime.metrics(job_id)
+            sample = await run_in_threadpool(ctx.runtime.metrics, job_id)
             if sample is not None:
                 yield f"event: metric\ndata: {json.dumps(sample)}\n\n"
                 last_beat = time.monotonic()
@@ -268,14 +325,15 @@ def _scheduled_json(request: Request, sched: Record) -> Response:
     return JSONResponse(ctx_of(request).schedules.render(sched))
 
 
-async def create_scheduled(request: Request) -> Response:
+@with_body()
+def create_scheduled(request: Request, body: bytes) -> Response:
     ctx = ctx_of(request)
     ns = namespace_of(request)
-    sched_request = decode(await body_of(request), ScheduledJobRequest, "scheduled job")
+    sched_request = decode(body, ScheduledJobRequest, "scheduled job")
     return _scheduled_json(request, ctx.schedules.create(ns, sched_request))
 
 
-async def list_scheduled(request: Request) -> Response:
+def list_scheduled(request: Request) -> Response:
     ctx = ctx_of(request)
     ns = namespace_of(request)
     wanted = [tuple(item.partition("=")[::2]) for item in request.query_params.getlist("label")]
@@ -285,7 +343,7 @@ async def list_scheduled(request: Request) -> Response:
     return JSONResponse([ctx.schedules.render(s) for s in found])
 
 
-async def scheduled_item(request: Request) -> Response:
+def scheduled_item(request: Request) -> Response:
     ctx = ctx_of(request)
     sched = _scheduled(request)
     if request.method == "DELETE":
@@ -294,7 +352,8 @@ async def scheduled_item(request: Request) -> Response:
     return _scheduled_json(request, sched)
 
 
-async def scheduled_action(request: Request) -> Response:
+@with_body()
+def scheduled_action(request: Request, body: bytes) -> Response:
     ctx = ctx_of(request)
     sched = _scheduled(request)
     action = request.path_params["action"]
@@ -303,17 +362,18 @@ async def scheduled_action(request: Request) -> Response:
     if action == "resume":
         return _scheduled_json(request, ctx.schedules.update(sched, suspend=False))
     if action == "schedule":
-        schedule = decode(await body_of(request), ScheduleRequest, "schedule").schedule
+        schedule = decode(body, ScheduleRequest, "schedule").schedule
         return _scheduled_json(request, ctx.schedules.update(sched, schedule=schedule))
     if action == "run":
         return _job_json(request, ctx.schedules.trigger(sched))
     raise not_found(f"Unknown scheduled-job action {action!r}")
 
 
-async def scheduled_labels(request: Request) -> Response:
+@with_body()
+def scheduled_labels(request: Request, body: bytes) -> Response:
     ctx = ctx_of(request)
     sched = _scheduled(request)
-    labels = decode(await body_of(request), LabelsRequest, "labels").labels
+    labels = decode(body, LabelsRequest, "labels").labels
     return _scheduled_json(request, ctx.schedules.set_labels(sched, labels))
 
 

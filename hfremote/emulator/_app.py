@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _api_buckets, _api_jobs
+from ._api_jobs import body_of
 from ._faults import INTERNAL, FaultMiddleware, FaultRule
+from ._proxy import Proxy
+from ._users import USER
 from ._util import HTTPError, bad_request, json_object
 
 if TYPE_CHECKING:
@@ -25,8 +29,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hfremote.emulator")
 
-# Routes that carry no Hub token: the client's own telemetry probes, and the CAS (checked by Xet token).
+# Routes that need no Hub token: the client's telemetry probes, the CAS (checked by Xet token) and file
+# downloads (checked by the bucket's visibility).
 _PUBLIC_PREFIXES = ("/api/agent-harnesses", "/v1/telemetry", "/cas/", "/buckets/")
+# What a visitor without a token may ask; the route then answers only for public buckets.
+_ANONYMOUS = re.compile(r"^/api/buckets/[^/]+(/[^/]+(/(tree(/.*)?|paths-info|xet-read-token))?)?$")
 
 
 class FrontDoor:
@@ -58,7 +65,11 @@ class FrontDoor:
                 message["headers"] = [*message.get("headers", []), (b"date", date)]
             await send(message)
 
-        if not path.startswith(_PUBLIC_PREFIXES) and not self.ctx.authorized_headers(scope["headers"]):
+        authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        sent, user = self.ctx.users.from_authorization(authorization)
+        scope[USER] = user
+        public = path.startswith(_PUBLIC_PREFIXES)
+        if not public and (user is None and (sent or not _ANONYMOUS.match(path))):
             body = json.dumps({"error": "Invalid credentials in Authorization header"}).encode()
             await stamped_send(
                 {
@@ -83,8 +94,9 @@ class FrontDoor:
 def _error(
     status: int, message: str, headers: dict[str, str] | None = None, body: dict[str, Any] | None = None
 ) -> Response:
-    # The client reads X-Error-Message first, then the JSON `error`; header values must be one line.
-    safe = message.replace("\r", " ").replace("\n", " ")[:1000]
+    # The client reads X-Error-Message first, then the JSON `error`. A header value is printable ASCII
+    # (a NUL or a newline from a path parameter would make the server drop the connection unanswered).
+    safe = "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in message[:1000]).strip()
     return JSONResponse(
         body or {"error": message}, status_code=status, headers={"X-Error-Message": safe, **(headers or {})}
     )
@@ -112,17 +124,23 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _error(500, "Internal emulator error; see the emulator's log")
 
 
+_MAX_ADVANCE = 100 * 365 * 86400  # a century: far enough for any schedule, and a datetime stays valid
+
+
 # -- test controls (authenticated like the API) --------------------------------------------------------
 async def control(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     action = request.path_params["action"]
-    payload = json_object(await request.body(), "control request")
+    payload = json_object(await body_of(request), "control request")
     if not isinstance(payload, dict):
         raise bad_request("Control requests take a JSON object")
     if action == "advance":
         seconds = payload.get("seconds")
-        if not isinstance(seconds, (int, float)) or seconds < 0:
-            raise bad_request('advance takes {"seconds": <non-negative number>}')
+        # NaN or Infinity (which Python's JSON accepts) would poison the clock for every later request.
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= _MAX_ADVANCE:
+            raise bad_request(f'advance takes {{"seconds": <a number from 0 to {_MAX_ADVANCE}>}}')
+        if ctx.clock.now().year + seconds / (365 * 86400) > 9000:  # repeated advances must not overflow dates
+            raise bad_request("advance would move the emulator clock past the year 9000")
         fired = ctx.advance(float(seconds))
         return JSONResponse({"now": ctx.clock.now().isoformat(), "fired": fired})
     if action == "fire":
@@ -156,7 +174,13 @@ def build_app(ctx: Context) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(FrontDoor, ctx=ctx), Middleware(FaultMiddleware, faults=ctx.faults)],
+        # The proxy first: a job's exposed port answers as the job's server does (no Date stamped, no
+        # emulator faults), with its own auth rule.
+        middleware=[
+            Middleware(Proxy, ctx=ctx),
+            Middleware(FrontDoor, ctx=ctx),
+            Middleware(FaultMiddleware, faults=ctx.faults),
+        ],
         exception_handlers={HTTPError: _http_error, HTTPException: _starlette_error, Exception: _unexpected},
     )
     app.state.ctx = ctx

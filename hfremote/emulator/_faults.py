@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import math
 import random
 import threading
 from dataclasses import dataclass
@@ -39,10 +40,30 @@ class FaultRule:
     fired: int = 0
 
     def __post_init__(self) -> None:
+        # Rules also arrive as JSON (`POST /_emulator/faults`): a wrong type must be refused here, not
+        # break every later request when the rule is matched.
+        def number(name: str, kind: type, low: float, high: float, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+                raise ValueError(f"fault option {name!r} must be {'a number' if kind is float else 'an integer'}")
+            if not (math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"fault option {name!r} must be between {low} and {high}, got {value}")
+
+        for name in ("kind", "path"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"fault option {name!r} must be a string")
+        if self.method is not None and self.method not in _METHODS:
+            raise ValueError(f"fault method must be one of {', '.join(_METHODS)}")
+        number("rate", float, 0, 1, optional=True)
+        number("count", int, 0, 1 << 31, optional=True)
+        number("retry_after", int, 0, 86400)
+        number("after", int, 0, 1 << 31)
+        number("delay", float, 0, 86400)
+        number("fired", int, 0, 1 << 62)
         if self.kind not in KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; use one of {', '.join(KINDS)}")
-        if self.rate is not None and not 0 <= self.rate <= 1:
-            raise ValueError(f"fault rate must be between 0 and 1, got {self.rate}")
         if self.rate is None and self.count is None:
             self.rate = 1.0
 

@@ -81,3 +81,11 @@ def check_flavor(flavor: str) -> str | None:
     if flavor in _FLAVORS:
         return None
     return f"Unknown flavor {flavor!r}. Valid flavors: {', '.join(FLAVORS)}"
+
+
+def memory_bytes(flavor: str) -> int | None:
+    """The flavor's memory ("16 GB") in bytes, as a job's metrics report it; None for an unknown flavor."""
+    if flavor not in _FLAVORS:
+        return None
+    amount, _, unit = _FLAVORS[flavor][2].partition(" ")
+    return int(float(amount) * {"GB": 10**9, "TB": 10**12}.get(unit, 10**9))

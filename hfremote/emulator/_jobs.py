@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import copy
-import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
+from ._proxy import expose_urls
 from ._runtime import TERMINAL, Runtime
 from ._specs import JobSpec
 from ._store import Record, Store
+from ._users import Users, owner_id
 from ._util import Clock, iso, new_id, parse_iso
 
 SECRET_MASK = "********"  # the Hub keeps secrets encrypted and never echoes them
 
 
-def owner(namespace: str, user: str) -> dict[str, str]:
-    return {
-        "id": hashlib.sha256(namespace.encode()).hexdigest()[:24],
-        "name": namespace,
-        "type": "user" if namespace == user else "org",
-    }
+def owner(namespace: str, users: Users) -> dict[str, str]:
+    return {"id": owner_id(namespace), "name": namespace, "type": "user" if users.is_user(namespace) else "org"}
+
+
+def initiator(user: str) -> dict[str, str]:
+    return {"type": "user", "id": owner_id(user), "name": user}
 
 
 def spec_fields(spec: JobSpec) -> dict[str, Any]:
@@ -42,19 +44,20 @@ def spec_fields(spec: JobSpec) -> dict[str, Any]:
 
 
 class Jobs:
-    def __init__(self, store: Store, runtime: Runtime, clock: Clock, user: str) -> None:
-        self.store, self.runtime, self.clock, self.user = store, runtime, clock, user
+    def __init__(self, store: Store, runtime: Runtime, clock: Clock, users: Users) -> None:
+        self.store, self.runtime, self.clock, self.users = store, runtime, clock, users
+        self.endpoint: Callable[[], str] = lambda: ""  # where exposed ports are served (set once serving)
 
     def create(
-        self, namespace: str, spec: JobSpec, secrets: dict[str, str], initiator: dict[str, Any] | None = None
+        self, namespace: str, spec: JobSpec, secrets: dict[str, str], started_by: dict[str, Any] | None = None
     ) -> Record:
         job: Record = {
             "id": new_id(),
             "createdAt": iso(self.clock.now()),
             **spec_fields(spec),
-            "owner": owner(namespace, self.user),
+            "owner": owner(namespace, self.users),
             "status": {"stage": "SCHEDULING", "message": None},
-            "initiator": initiator or {"type": "user", "id": owner(self.user, self.user)["id"], "name": self.user},
+            "initiator": started_by or initiator(self.users.default),
         }
         self.store.insert_job(job, secrets)
         self.runtime.notify()
@@ -66,8 +69,8 @@ class Jobs:
             | {"attempts": (job.get("retry") or 0) + 1, "timeoutSeconds": job.get("timeout")},
             JobSpec,
         )
-        initiator = {"type": "duplicated-job", "id": job["id"]}
-        return self.create(job["owner"]["name"], spec, self.store.job_secrets(job["id"]), initiator)
+        started_by = {"type": "duplicated-job", "id": job["id"]}
+        return self.create(job["owner"]["name"], spec, self.store.job_secrets(job["id"]), started_by)
 
     def render(self, job: Record) -> dict[str, Any]:
         info = copy.deepcopy(job)
@@ -75,6 +78,8 @@ class Jobs:
         info["durations"] = self._durations(job)
         if info["status"].get("message") is None:
             info["status"].pop("message")
+        if urls := expose_urls(self.endpoint(), job):
+            info["status"]["exposeUrls"] = urls
         return info
 
     def _durations(self, job: Record) -> dict[str, int]:
@@ -84,8 +89,9 @@ class Jobs:
         finished = parse_iso(job["finishedAt"]) if job.get("finishedAt") else None
         end = finished or now
         out = {"totalSecs": int((end - created).total_seconds())}
-        out["schedulingSecs"] = int(((started or end) - created).total_seconds())
+        # As the Hub: only the total until the job runs (and for a job that ended before running).
         if started is not None:
+            out["schedulingSecs"] = int((started - created).total_seconds())
             out["runningSecs"] = int((end - started).total_seconds())
         return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -60,19 +61,51 @@ class LogBook:
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 loop.call_soon_threadsafe(event.set)
 
-    def read(self, job_id: str, offset: int = 0) -> tuple[list[str], int]:
-        """The SSE payloads written after byte `offset`, and the offset to read from next time."""
+    def read(self, job_id: str, offset: int = 0, limit: int = 1 << 20) -> tuple[list[str], int]:
+        """The SSE payloads written after byte `offset` (about `limit` bytes of them at most, but always
+        whole lines), and the offset to read from next time: a reader of a big log holds one block."""
         try:
             with self._path(job_id).open("rb") as f:
                 f.seek(offset)
-                data = f.read()
+                data = f.read(limit)
+                while data and not data.endswith(b"\n") and (more := f.read(limit)):
+                    data += more  # a partial last line: read on until a line ends (or the file does)
+                    if b"\n" in more:
+                        break
         except FileNotFoundError:
             return [], offset
         end = data.rfind(b"\n") + 1  # a line being written right now is left for the next read
         return data[:end].decode("utf-8").splitlines(), offset + end
 
+    def read_tail(self, job_id: str, lines: int, block: int = 1 << 16) -> tuple[list[str], int]:
+        """The last `lines` complete payloads and the offset after them, reading backwards: O(tail), not O(log)."""
+        pos, data = 0, b""
+        try:
+            with self._path(job_id).open("rb") as f:
+                pos = os.fstat(f.fileno()).st_size
+                # lines + 1 newlines: the text before the first may be the end of a longer line
+                while pos > 0 and data.count(b"\n") <= lines:
+                    step = min(block, pos)
+                    pos -= step
+                    f.seek(pos)
+                    data = f.read(step) + data
+        except FileNotFoundError:
+            return [], 0
+        end = data.rfind(b"\n") + 1
+        complete = data[:end]
+        events = complete.decode("utf-8", errors="replace").splitlines()
+        if pos > 0:
+            events = events[1:]  # the first line read may be the end of a longer one
+        return (events[-lines:] if lines > 0 else []), pos + end
+
     def events(self, job_id: str) -> list[str]:
-        return self.read(job_id)[0]
+        out: list[str] = []
+        offset = 0
+        while True:
+            events, offset = self.read(job_id, offset)
+            if not events:
+                return out
+            out += events
 
     def tail(self, job_id: str, lines: int) -> list[str]:
-        return [json.loads(e)["data"] for e in self.events(job_id)[-lines:]] if lines > 0 else []
+        return [json.loads(e)["data"] for e in self.read_tail(job_id, lines)[0]]

@@ -31,7 +31,9 @@ from typing import IO, Any
 
 import psutil
 
+from ._hardware import memory_bytes
 from ._logs import LogBook
+from ._proxy import exposed_ports
 from ._store import Record, Store
 from ._util import Clock, iso
 from ._xet import XetStorage
@@ -39,6 +41,7 @@ from ._xet import XetStorage
 TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
 DEFAULT_TIMEOUT = 30 * 60  # the platform's default when a job sets none
 _KILL_GRACE = 1.0
+_PORT_LOOKAHEAD = 100  # waiting jobs looked at past the free slots, when some wait for a port
 _PASSTHROUGH_ENV = (
     "PATH",
     "LANG",
@@ -65,6 +68,7 @@ class _Running:
     ps: dict[int, psutil.Process] = field(default_factory=dict)
     slot_lock: IO[bytes] | None = None
     mounts: list[_Mount] = field(default_factory=list)
+    memory_total: int | None = None  # the flavor's memory, reported by the metrics
 
 
 @dataclass
@@ -123,8 +127,8 @@ class Runtime:
         for run in running:
             run.kill_reason = "The emulator stopped while this job was running"
             run.cancel.set()
-            if run.process is not None:
-                _kill_group(run.process, graceful=False)
+            if (process := run.process) is not None:  # read once: `_spawn` clears it when the process ends
+                _kill_group(process, graceful=False)
         for run in running:
             run.done.wait(10)
         self._dispatcher.join(5)
@@ -176,10 +180,11 @@ class Runtime:
         """Kill a running job's processes as a node failure would: the job ends as ERROR."""
         with self._lock:
             run = self._running.get(job_id)
-        if run is None or run.process is None:
+        process = None if run is None else run.process  # read once: `_spawn` clears it when the process ends
+        if run is None or process is None:
             return False
         run.kill_reason = reason
-        _kill_group(run.process, graceful=False)
+        _kill_group(process, graceful=False)
         return True
 
     def metrics(self, job_id: str) -> dict[str, Any] | None:
@@ -196,15 +201,46 @@ class Runtime:
                 if self._stopping:
                     return
                 free = self.max_running - len(self._running)
-                waiting = self._store.jobs(stages=["SCHEDULING"], newest_first=False, limit=max(free, 0))
-                if free <= 0 or not waiting:
+                waiting = self._startable(free) if free > 0 else []
+                if not waiting:
                     self._wake.wait(1.0)
                     continue
                 for job in waiting:
                     folder, slot_lock = self._free_slot()
-                    run = self._running[job["id"]] = _Running(job["id"], folder, slot_lock=slot_lock)
+                    run = self._running[job["id"]] = _Running(
+                        job["id"], folder, slot_lock=slot_lock, memory_total=memory_bytes(job.get("flavor", ""))
+                    )
                     self._update(job["id"], stage="RUNNING", message=None, startedAt=iso(self._clock.now()))
                     threading.Thread(target=self._run, args=(run,), name=f"job-{job['id']}", daemon=True).start()
+
+    def _startable(self, free: int) -> list[Record]:
+        """The oldest waiting jobs that may start now, at most `free` of them.
+
+        Jobs share the host's network, so an exposed port is held by the running job that exposes it:
+        a job exposing a port that is held waits (in SCHEDULING, in order) until that job ends.
+        """
+        waiting = self._store.jobs(stages=["SCHEDULING"], newest_first=False, limit=free + _PORT_LOOKAHEAD)
+        if not any(exposed_ports(job) for job in waiting):
+            return waiting[:free]
+        held = self.held_ports()
+        chosen = []
+        for job in waiting:
+            ports = exposed_ports(job)
+            if ports & held:
+                continue
+            held |= ports
+            chosen.append(job)
+            if len(chosen) == free:
+                break
+        return chosen
+
+    def held_ports(self, except_job: str | None = None) -> set[int]:
+        """The ports the running jobs expose."""
+        held: set[int] = set()
+        for job in self._store.jobs(stages=["RUNNING"]):
+            if job["id"] != except_job:
+                held |= exposed_ports(job)
+        return held
 
     def _free_slot(self) -> tuple[Path, IO[bytes]]:
         """A folder for the next job, and the lock that keeps it this job's while it runs.
@@ -488,7 +524,7 @@ class Runtime:
             "cpu_usage_pct": round(cpu / cores, 1),
             "cpu_millicores": int(cpu * 10),
             "memory_used_bytes": int(rss),
-            "memory_total_bytes": total_memory,
+            "memory_total_bytes": run.memory_total or total_memory,  # the flavor's memory, as on the Hub
             "rx_bps": 0,
             "tx_bps": 0,
             "gpus": {},

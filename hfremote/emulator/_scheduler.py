@@ -7,6 +7,7 @@ A background thread fires due schedules against the emulator clock, so tests mov
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import Any
 
@@ -19,6 +20,7 @@ from ._store import Record
 from ._util import HTTPError, iso, new_id, parse_iso
 
 ACTIVE = ("SCHEDULING", "RUNNING")
+log = logging.getLogger("hfremote.emulator")
 
 
 class Schedules:
@@ -43,7 +45,7 @@ class Schedules:
         now = self.clock.now()
         sched: Record = {
             "id": new_id(),
-            "owner": owner(namespace, self.jobs.user),
+            "owner": owner(namespace, self.jobs.users),
             "createdAt": iso(now),
             "schedule": request.schedule,
             "suspend": bool(request.suspend),
@@ -115,17 +117,22 @@ class Schedules:
         with self._lock:
             now = self.clock.now()
             for sched in self.store.all_scheduled():
-                due = sched["status"].get("nextJobRunAt")
-                if sched["suspend"] or due is None or parse_iso(due) > now:
-                    continue
-                # A run still going with concurrency off: this occurrence is skipped, as cron would.
-                with contextlib.suppress(HTTPError):
-                    fired.append(self.trigger(sched))
-                sched["status"]["nextJobRunAt"] = iso(next_run(sched["schedule"], now))
-                self.store.put_scheduled(sched)
+                try:
+                    due = sched["status"].get("nextJobRunAt")
+                    if sched["suspend"] or due is None or parse_iso(due) > now:
+                        continue
+                    # A run still going with concurrency off: this occurrence is skipped, as cron would.
+                    with contextlib.suppress(HTTPError):
+                        fired.append(self.trigger(sched))
+                    sched["status"]["nextJobRunAt"] = iso(next_run(sched["schedule"], now))
+                    self.store.put_scheduled(sched)
+                except Exception:  # one bad record must not stop the other schedules, nor pass unseen
+                    log.exception("scheduled job %s could not fire", sched.get("id"))
         return fired
 
     def _loop(self) -> None:
         while not self._stop.wait(0.5):
-            with contextlib.suppress(Exception):  # a bad record must not stop every other schedule
+            try:
                 self.fire_due()
+            except Exception:  # e.g. the store being closed under us: said, and tried again next tick
+                log.exception("the scheduler's tick failed")

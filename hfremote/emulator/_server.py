@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import os
 import secrets
@@ -16,15 +17,15 @@ from types import TracebackType
 from typing import Any
 
 import uvicorn
-from starlette.requests import Request
 
 from ._app import build_app
 from ._faults import FaultRule, Faults
-from ._jobs import Jobs, owner
+from ._jobs import Jobs
 from ._logs import LogBook
 from ._runtime import Runtime
 from ._scheduler import Schedules
 from ._store import Store
+from ._users import Users, parse_org
 from ._util import Clock, iso
 from ._xet import INTERNAL_HEADER, XetStorage, upload
 
@@ -34,17 +35,11 @@ DEFAULT_USER = "emulator-user"
 class Context:
     """Everything a route handler needs, shared by the app and the `Emulator` front."""
 
-    def __init__(
-        self,
-        state_dir: Path,
-        token: str,
-        user: str,
-        orgs: tuple[str, ...],
-        max_running: int,
-        page_size: int,
-        seed: int | None,
-    ) -> None:
-        self.state_dir, self.token, self.user, self.orgs = state_dir, token, user, orgs
+    def __init__(self, state_dir: Path, users: Users, max_running: int, page_size: int, seed: int | None) -> None:
+        self.state_dir, self.users = state_dir, users
+        # The default user: the embedded emulator's one, and what single-user callers know as "the" user.
+        self.user = users.default
+        self.token = users.token(self.user)
         self.page_size = page_size
         self.store = Store(state_dir / "emulator.sqlite3")
         self.instance = self.store.meta("instance") or secrets.token_hex(6)
@@ -64,36 +59,33 @@ class Context:
             lambda: self.endpoint,
             self.publish,
         )
-        self.jobs = Jobs(self.store, self.runtime, self.clock, user)
+        self.jobs = Jobs(self.store, self.runtime, self.clock, users)
+        self.jobs.endpoint = lambda: self.endpoint
         self.schedules = Schedules(self.jobs)
         self.faults = Faults(seed)
         self.runtime.on_job_started = self._maybe_kill
-        self.jobs_owner_id = owner(user, user)["id"]
         self.closing = False
         self._requests: collections.Counter[tuple[str, str, int]] = collections.Counter()
         self.request_log: collections.deque[tuple[float, str, str, int]] = collections.deque(maxlen=200_000)
 
     # -- auth ------------------------------------------------------------------------------------
-    def authorized_headers(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        expected = f"Bearer {self.token}".encode()
-        return any(k == b"authorization" and secrets.compare_digest(v, expected) for k, v in headers)
+    def xet_token(self, kind: str) -> str:
+        """A CAS token ("read" or "write"), derived, not random: valid across a restart on the same state.
+
+        Readers (anyone, for a public bucket) get the read token, which the CAS refuses for uploads.
+        """
+        secret = f"{self.token}:{self.instance}:{kind}".encode()
+        return f"xet_{kind[0]}_" + hashlib.sha256(secret).hexdigest()[:40]
 
     def internal_headers(self, headers: list[tuple[bytes, bytes]]) -> bool:
         """Whether a request is the emulator's own (see `_xet.upload`)."""
-        from ._api_buckets import xet_token
-
         name = INTERNAL_HEADER.encode()
         values = [v for k, v in headers if k == name]  # only those requests pay for the token
-        return bool(values) and secrets.compare_digest(values[0], xet_token(self).encode())
-
-    def authorized(self, request: Request) -> bool:
-        return secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {self.token}")
+        return bool(values) and secrets.compare_digest(values[0], self.xet_token("write").encode())
 
     def ingest(self, paths: list[Path]) -> list[tuple[str, int]]:
         """Upload local files into our CAS through our own routes, as a client's upload would."""
-        from ._api_buckets import xet_token
-
-        return upload(f"{self.endpoint}/cas/{self.instance}", xet_token(self), paths)
+        return upload(f"{self.endpoint}/cas/{self.instance}", self.xet_token("write"), paths)
 
     def publish(self, bucket_id: str, add: list[tuple[Path, str]], delete: list[str]) -> None:
         """Store local files into a bucket (job volumes syncing back)."""
@@ -142,7 +134,9 @@ class Emulator:
             api = HfApi(endpoint=emu.endpoint, token=emu.token)
 
     `state_dir` keeps jobs, schedules and bucket files across restarts (a temporary directory, removed
-    on exit, when not given). Running jobs are ended when the emulator stops.
+    on exit, when not given). Running jobs are ended when the emulator stops. `user`/`token` are the
+    default user; `users` adds others as (name, token) pairs; `orgs` are "ORG" (the default user is
+    its member) or "ORG:MEMBER,MEMBER".
     """
 
     def __init__(
@@ -151,6 +145,7 @@ class Emulator:
         *,
         token: str | None = None,
         user: str = DEFAULT_USER,
+        users: tuple[tuple[str, str], ...] = (),
         orgs: tuple[str, ...] = (),
         host: str = "127.0.0.1",
         port: int = 0,
@@ -165,13 +160,19 @@ class Emulator:
         self.token = token or self._saved_token()
         self.user = user
         self.host, self.port = host, port
+        members = dict(parse_org(org) for org in orgs)
         self.ctx = Context(
-            self.state_dir.resolve(), self.token, user, orgs, max_running or os.cpu_count() or 2, page_size, seed
+            self.state_dir.resolve(),
+            Users(((user, self.token), *users), members),
+            max_running or os.cpu_count() or 2,
+            page_size,
+            seed,
         )
         for rule in faults or ():
             self.ctx.faults.add(rule)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
 
     def _saved_token(self) -> str:
         path = self.state_dir / "token"
@@ -184,14 +185,28 @@ class Emulator:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Emulator:
+        try:
+            return self._start()
+        except BaseException:
+            # A port already taken (or a server that would not start) leaves nothing behind: no open
+            # database, socket, thread or temporary directory.
+            self._release()
+            raise
+
+    def _start(self) -> Emulator:
         # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on sockets that say so, and without it every
         # keep-alive request waits ~40 ms on Nagle + delayed ACK.
         sock = socket.socket(
             socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
         )
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        self._socket = sock
         self.port = sock.getsockname()[1]
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.ctx.endpoint = f"http://{host}:{self.port}"
@@ -225,9 +240,17 @@ class Emulator:
         self.ctx.closing = True
         self.ctx.schedules.stop()
         self.ctx.runtime.stop()
-        self._server.should_exit = True
+        self._release()
+
+    def _release(self) -> None:
+        """Stop the server thread and free the socket, the database and a temporary state directory."""
+        if self._server is not None:
+            self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)
+        if self._socket is not None and (self._thread is None or not self._thread.is_alive()):
+            self._socket.close()  # the server closes it itself; this is for a server that never ran
+            self._socket = None
         self.ctx.store.close()
         self._server = None
         if self._temp:

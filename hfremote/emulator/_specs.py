@@ -92,6 +92,12 @@ class BucketCreate(msgspec.Struct, rename="camel"):
     region: str | None = None
 
 
+class RepoMove(msgspec.Struct, rename="camel"):
+    from_repo: str
+    to_repo: str
+    type: str = "model"
+
+
 class BatchOp(msgspec.Struct, rename="camel"):
     type: str
     path: str
@@ -183,4 +189,6 @@ def check_job_spec(spec: JobSpec) -> JobSpec:
     for port in (*spec.expose.ports, *spec.expose.ports_public) if spec.expose else ():
         if not 1 <= port <= 65535:
             raise bad_request(f"Invalid expose port {port}: ports are 1-65535")
+    if spec.ssh is not None and spec.ssh.get("enabled", True):
+        raise bad_request("The emulator has no SSH: jobs run as local processes. Run the job without --ssh (ssh=True)")
     return spec

@@ -216,6 +216,28 @@ class Store:
             db.execute("DELETE FROM bucket_files WHERE bucket_id = ?", (bucket_id,))
             return db.execute("DELETE FROM buckets WHERE id = ?", (bucket_id,)).rowcount > 0
 
+    def move_bucket(self, old: str, new: str) -> bool:
+        """Rename a bucket with its files; False when `new` exists already."""
+        with self.transaction() as db:
+            row = db.execute("SELECT data FROM buckets WHERE id = ?", (old,)).fetchone()
+            if row is None or db.execute("SELECT 1 FROM buckets WHERE id = ?", (new,)).fetchone():
+                return False
+            data = json.loads(row[0]) | {"id": new}
+            db.execute(
+                "UPDATE buckets SET id = ?, namespace = ?, data = ? WHERE id = ?",
+                (new, new.split("/")[0], json.dumps(data), old),
+            )
+            db.execute("UPDATE bucket_files SET bucket_id = ? WHERE bucket_id = ?", (new, old))
+            return True
+
+    def has_hash(self, bucket_id: str, xet_hash: str) -> bool:
+        """Whether a file of the bucket has this content."""
+        return bool(
+            self._query(
+                "SELECT 1 FROM bucket_files WHERE bucket_id = ? AND xet_hash = ? LIMIT 1", (bucket_id, xet_hash)
+            )
+        )
+
     def bucket_stats(self, bucket_id: str) -> tuple[int, int]:
         rows = self._query(
             "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM bucket_files WHERE bucket_id = ?", (bucket_id,)
@@ -261,7 +283,7 @@ class Store:
     def put_xet_files(self, files: dict[str, list[list[Any]]]) -> None:
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO xet_files VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO xet_files VALUES (?, ?, ?)",  # a content address never changes
                 [(h, sum(seg[3] for seg in segs), json.dumps(segs)) for h, segs in files.items()],
             )
 

@@ -8,6 +8,7 @@ materialise bucket volumes for jobs. Formats: ../../../shared/docs/xet-emulation
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import shutil
@@ -24,6 +25,7 @@ from ._store import Store
 from ._util import HTTPError
 
 _BOOKEND = b"\xff" * 32
+_MAX_LAYOUTS = 4096  # xorb chunk layouts kept in memory (a few KB each)
 _VERIFICATION_FLAG = 1 << 31
 _METADATA_FLAG = 1 << 30
 
@@ -51,6 +53,66 @@ def parse_shard(data: bytes) -> dict[str, list[list[Any]]]:
         off += 48 * (count + (count if flags & _VERIFICATION_FLAG else 0) + (1 if flags & _METADATA_FLAG else 0))
         files[hash_hex(file_hash)] = segments
     return files
+
+
+# Keys of Xet's keyed blake3 hashes (xet-core merklehash/src/data_hash.rs; spec/hashing.md).
+_DATA_KEY = bytes.fromhex("6697f5775b9550de3135cbaca597181c9de421109beb2b58b4d0b04b93adf229")
+_INTERNAL_NODE_KEY = bytes.fromhex("017ec5c7a5472996fd946666b48a02e65ddd536f37c76dd2f86352e64a53713f")
+
+
+def _next_cut(nodes: list[tuple[bytes, int]]) -> int:
+    """How many nodes the next parent takes: a node whose last u64 word is 0 mod 4 ends it (2 to 9)."""
+    if len(nodes) <= 2:
+        return len(nodes)
+    end = min(9, len(nodes))
+    for i in range(2, end):
+        if int.from_bytes(nodes[i][0][24:32], "little") % 4 == 0:
+            return i + 1
+    return end
+
+
+def _merkle_root(chunks: list[tuple[bytes, int]]) -> bytes:
+    """xet-core's aggregated node hash of (chunk hash, chunk size) leaves."""
+    from blake3 import blake3
+
+    nodes = list(chunks)
+    if not nodes:
+        return bytes(32)
+    while len(nodes) > 1:
+        parents, i = [], 0
+        while i < len(nodes):
+            group = nodes[i : i + _next_cut(nodes[i:])]
+            text = "".join(f"{hash_hex(h)} : {size}\n" for h, size in group)
+            parents.append((blake3(text.encode(), key=_INTERNAL_NODE_KEY).digest(), sum(size for _, size in group)))
+            i += len(group)
+        nodes = parents
+    return nodes[0][0]
+
+
+def merkle_hash(chunks: list[tuple[bytes, int]]) -> str:
+    """A xorb's hash from its leaves."""
+    return hash_hex(_merkle_root(chunks))
+
+
+def file_hash(chunks: list[tuple[bytes, int]]) -> str:
+    """A file's hash from its leaves: the merkle root, keyed-hashed once more with a zero key."""
+    from blake3 import blake3
+
+    if not chunks:
+        return "0" * 64
+    return hash_hex(blake3(_merkle_root(chunks), key=bytes(32)).digest())
+
+
+def xorb_hash(data: bytes) -> str:
+    """The hash a xorb's bytes must be stored under: the merkle hash of its decoded chunks."""
+    from blake3 import blake3
+
+    offsets, _, schemes = XetStorage._walk(data)
+    leaves = []
+    for i, scheme in enumerate(schemes):
+        chunk = decode_chunk(scheme, data[offsets[i] + 8 : offsets[i + 1]])
+        leaves.append((blake3(chunk, key=_DATA_KEY).digest(), len(chunk)))
+    return merkle_hash(leaves)
 
 
 def _is_hex_hash(text: str) -> bool:
@@ -85,7 +147,8 @@ class XetStorage:
         for sub in ("xorbs", "shards", "whole"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._store = store
-        self._offsets: dict[str, tuple[list[int], list[int], list[int]]] = {}
+        # Chunk layouts of recently read xorbs, least recently used first: bounded in a long-lived emulator.
+        self._offsets: collections.OrderedDict[str, tuple[list[int], list[int], list[int]]] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._ingesting = threading.Lock()
         # Uploads whole files through our own CAS routes (set by the emulator once it has an address).
@@ -102,9 +165,11 @@ class XetStorage:
         if path.exists():
             return False
         try:
-            self._walk(data)
-        except (ValueError, IndexError, struct.error) as e:
+            actual = xorb_hash(data)
+        except (ValueError, IndexError, struct.error, RuntimeError) as e:  # lz4 raises RuntimeError
             raise HTTPError(400, f"malformed xorb {xorb}: {e}") from None
+        if actual != xorb:  # content addressing: a xorb is stored only under the hash of its content
+            raise HTTPError(400, f"xorb uploaded as {xorb} hashes to {actual}")
         tmp = path.with_name(f"{xorb}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)  # atomic: a concurrent reader sees nothing or the whole xorb
@@ -116,12 +181,37 @@ class XetStorage:
         except struct.error as e:
             raise HTTPError(400, f"malformed shard: {e}") from None
         for segments in files.values():
-            for xorb, *_ in segments:
+            for xorb, start, end, _ in segments:
                 if not self._xorb_path(xorb).exists():
                     raise HTTPError(400, f"shard refers to unknown xorb {xorb}: upload the xorb first")
+                if not 0 <= start < end <= len(self._chunks(xorb)[1]):
+                    raise HTTPError(400, f"shard refers to chunks {start}-{end} that xorb {xorb} does not have")
+        # A content address is kept once known: a later shard cannot point a hash at other bytes. A new
+        # one is checked by hashing the bytes its segments decode to, so what is served is what was named.
+        new = {h: segs for h, segs in files.items() if self._store.xet_file(h) is None}
+        for file_hash, segments in new.items():
+            if (actual := self._hash_segments(segments)) != file_hash:
+                raise HTTPError(400, f"shard names file {file_hash}, but its chunks hash to {actual}")
         (self.root / "shards" / f"{hashlib.sha256(data).hexdigest()}.mdb").write_bytes(data)
-        self._store.put_xet_files(files)
+        self._store.put_xet_files(new)
         return len(files)
+
+    def _hash_segments(self, segments: list[list[Any]]) -> str:
+        """The Xet hash of the file these xorb segments make up (from the chunks as uploaded)."""
+        from blake3 import blake3
+
+        leaves = []
+        try:
+            for xorb, start, end, _ in segments:
+                offsets, _, schemes = self._chunks(xorb)
+                with self._xorb_path(xorb).open("rb") as f:
+                    for i in range(start, end):
+                        f.seek(offsets[i] + 8)
+                        chunk = decode_chunk(schemes[i], f.read(offsets[i + 1] - offsets[i] - 8))
+                        leaves.append((blake3(chunk, key=_DATA_KEY).digest(), len(chunk)))
+        except (ValueError, IndexError, RuntimeError) as e:  # undecodable chunks
+            raise HTTPError(400, f"shard's chunks cannot be decoded: {e}") from None
+        return file_hash(leaves)
 
     # -- files the emulator stores itself ---------------------------------------------------------
     def put_whole(self, path: Path) -> tuple[str, int]:
@@ -179,10 +269,14 @@ class XetStorage:
     def _chunks(self, xorb: str) -> tuple[list[int], list[int], list[int]]:
         with self._lock:
             info = self._offsets.get(xorb)
+            if info is not None:
+                self._offsets.move_to_end(xorb)
         if info is None:
             info = self._walk(self._xorb_path(xorb).read_bytes())
             with self._lock:
                 self._offsets[xorb] = info
+                while len(self._offsets) > _MAX_LAYOUTS:
+                    self._offsets.popitem(last=False)
         return info
 
     def file_size(self, file_hash: str) -> int | None:
@@ -227,14 +321,18 @@ class XetStorage:
             )
         return {"offset_into_first_range": offset_into_first, "terms": terms, "fetch_info": fetch}
 
-    def xorb_range(self, xorb: str, first: int, last: int) -> tuple[bytes, int]:
+    def xorb_range(self, xorb: str, range_header: str) -> tuple[bytes, int, int]:
+        """The bytes of a `Range` of a stored xorb, where they start, and the xorb's size."""
         path = self._xorb_path(xorb)
-        if not path.exists():
-            raise HTTPError(404, f"unknown xorb {xorb}")
-        with path.open("rb") as f:
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:
+            raise HTTPError(404, f"unknown xorb {xorb}") from None
+        with f:
             size = os.fstat(f.fileno()).st_size
+            first, last = parse_range(range_header, size)
             f.seek(first)
-            return f.read(max(0, min(last, size - 1) - first + 1)), size
+            return f.read(last - first + 1), first, size
 
     def write_file(self, file_hash: str, out: BinaryIO, first: int = 0, last: int | None = None) -> int:
         """Decode a stored file's bytes [first, last] into `out`; returns the number of bytes written."""
@@ -244,7 +342,9 @@ class XetStorage:
                 last = size - 1 if last is None else min(last, size - 1)
                 f.seek(first)
                 return out.write(f.read(max(0, last - first + 1)))
-        segments = self._segments(file_hash)
+        return self._decode(self._segments(file_hash), out, first, last)
+
+    def _decode(self, segments: list[list[Any]], out: BinaryIO, first: int = 0, last: int | None = None) -> int:
         last = sum(seg[3] for seg in segments) - 1 if last is None else last
         pos = written = 0
         for xorb, start, end, unpacked in segments:

@@ -174,6 +174,30 @@ CASES = [
     Case("buckets-negative-cursor", "GET", "/api/buckets/{ns}?cursor=-1", 400, "cursor"),
     Case("list-bad-label-filter", "GET", JOBS + "?label=novalue", 400, "label"),
     Case("advance-backwards", "POST", "/_emulator/advance", 400, "seconds", {"seconds": -1}),
+    # -- hostile requests that once broke the emulator (each is followed by a good request) ---------
+    Case("advance-nan", "POST", "/_emulator/advance", 400, "seconds", b'{"seconds": NaN}'),
+    Case("advance-infinity", "POST", "/_emulator/advance", 400, "seconds", b'{"seconds": Infinity}'),
+    Case("advance-bool", "POST", "/_emulator/advance", 400, "seconds", {"seconds": True}),
+    Case("advance-past-9999", "POST", "/_emulator/advance", 400, "seconds", {"seconds": 10**12}),
+    Case("fault-path-type", "POST", "/_emulator/faults", 400, "path", {"kind": "500", "path": 5}),
+    Case("fault-count-type", "POST", "/_emulator/faults", 400, "count", {"kind": "500", "count": "2"}),
+    Case("fault-delay-nan", "POST", "/_emulator/faults", 400, "delay", b'{"kind": "kill", "delay": NaN}'),
+    Case("list-huge-cursor", "GET", JOBS + "?cursor=" + "1" + "0" * 26, 400, "cursor"),
+    Case("job-id-nul", "GET", "/api/jobs/{ns}/%00", 404, "not found"),
+    Case("job-id-newline", "GET", "/api/jobs/{ns}/a%0D%0ASet-Cookie:x", 404, "not found"),
+    Case("logs-negative-tail", "GET", "/api/jobs/{ns}/" + "0" * 24 + "/logs?tail=-1", 404, "not found"),
+    Case("ssh", "POST", JOBS, 400, "ssh", job(ssh={"enabled": True})),
+    Case(
+        "content-type-newline",
+        "POST",
+        "/api/buckets/{ns}/b/batch",
+        400,
+        "contentType",
+        json.dumps({"type": "addFile", "path": "x", "xetHash": HASH, "contentType": "a\r\nb: c"}).encode(),
+    ),
+    Case("move-model", "POST", "/api/repos/move", 400, "buckets only", {"fromRepo": "a/b", "toRepo": "a/c"}),
+    Case("bucket-without-namespace", "GET", "/api/buckets/nope", 404, "nope"),
+    Case("delete-bucket-without-namespace", "DELETE", "/api/buckets/nope", 404, "nope"),
 ]
 
 
@@ -198,6 +222,10 @@ def test_bad_request_is_a_helpful_4xx(setup: Setup, case: Case) -> None:
     error = response.json()["error"]
     assert isinstance(error, str) and case.keyword.lower() in error.lower(), error
     assert emu.jobs() == [], "a rejected request created a job"
+    # ... and the emulator still answers a good request correctly.
+    good = httpx.get(emu.endpoint + JOBS.format(**setup.values), headers={"Authorization": f"Bearer {emu.token}"})
+    assert good.status_code == 200 and good.json() == []
+    assert httpx.get(emu.endpoint + "/_emulator/faults", headers={"Authorization": f"Bearer {emu.token}"}).json() == []
 
 
 def test_no_job_was_created(setup: Setup) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import BucketBatchError, BucketNotFoundError, HfHubHTTPError
 
 from hfremote.emulator import Emulator
 
@@ -58,22 +58,27 @@ def test_bucket_lifecycle(api: HfApi, ns: str, tmp_path: Path) -> None:
     info = api.bucket_info(bucket_id)
     assert (info.size, info.total_files) == (10 + 5 + 6 + 1000, 4)
 
-    root = {(item.type, item.path) for item in api.list_bucket_tree(bucket_id)}
-    assert root == {("file", "readme.txt"), ("directory", "data"), ("directory", "models")}
-    everything = {(item.type, item.path) for item in api.list_bucket_tree(bucket_id, recursive=True)}
-    assert everything == {
-        ("file", "readme.txt"),
-        ("file", "data/a.txt"),
-        ("file", "data/sub/b.txt"),
-        ("file", "models/weights.bin"),
-        ("directory", "data"),
-        ("directory", "data/sub"),
-        ("directory", "models"),
+    # As on the Hub: no `recursive` lists every file (files only); recursive=False one level, with folders.
+    files = {"readme.txt", "data/a.txt", "data/sub/b.txt", "models/weights.bin"}
+    assert {(item.type, item.path) for item in api.list_bucket_tree(bucket_id)} == {("file", f) for f in files}
+    assert {(item.type, item.path) for item in api.list_bucket_tree(bucket_id, recursive=True)} == {
+        ("file", f) for f in files
     }
-    under_data = {(item.type, item.path) for item in api.list_bucket_tree(bucket_id, prefix="data")}
+    root = {(item.type, item.path) for item in api.list_bucket_tree(bucket_id, recursive=False)}
+    assert root == {("file", "readme.txt"), ("directory", "data"), ("directory", "models")}
+    under_data = {(item.type, item.path) for item in api.list_bucket_tree(bucket_id, prefix="data", recursive=False)}
     assert under_data == {("file", "data/a.txt"), ("directory", "data/sub")}
-    under_data_all = {item.path for item in api.list_bucket_tree(bucket_id, prefix="data", recursive=True)}
-    assert under_data_all == {"data/a.txt", "data/sub/b.txt", "data/sub"}
+    under_data_all = {item.path for item in api.list_bucket_tree(bucket_id, prefix="data")}
+    assert under_data_all == {"data/a.txt", "data/sub/b.txt"}
+    # The prefix is plain text (`data` also finds `data_backup/...`), and a file's own path lists that file.
+    api.batch_bucket_files(bucket_id, add=[(b"old", "data_backup/a.txt")])
+    assert {item.path for item in api.list_bucket_tree(bucket_id, prefix="data", recursive=False)} == {
+        "data/a.txt",
+        "data/sub",
+        "data_backup",
+    }
+    assert [item.path for item in api.list_bucket_tree(bucket_id, prefix="data/a.txt")] == ["data/a.txt"]
+    api.batch_bucket_files(bucket_id, delete=["data_backup/a.txt"])
 
     infos = {f.path: f for f in api.get_bucket_paths_info(bucket_id, ["data/a.txt", "models/weights.bin", "nope"])}
     assert set(infos) == {"data/a.txt", "models/weights.bin"}
@@ -128,9 +133,9 @@ def test_plain_get_and_range(api: HfApi, emulator: Emulator, ns: str) -> None:
     head = httpx.head(f"{emulator.endpoint}/buckets/{bucket_id}/resolve/dir/blob.bin", headers=_headers(emulator))
     assert head.status_code == 200 and head.headers["x-xet-hash"]
 
-    # A private bucket is not readable without the token; a missing file is a 404 with a JSON error.
+    # A private bucket is not readable without a token (401, as the Hub); a missing file is a 404 with a JSON error.
     anonymous = httpx.get(f"{emulator.endpoint}/buckets/{bucket_id}/resolve/dir/blob.bin")
-    assert anonymous.status_code == 404
+    assert anonymous.status_code == 401
     missing = _resolve(emulator, bucket_id, "dir/nope.bin")
     assert missing.status_code == 404 and "not found" in missing.json()["error"]
 
@@ -243,3 +248,58 @@ def test_two_processes_upload_and_download_at_once(api: HfApi, emulator: Emulato
         assert out.strip() == "ok"
     sizes = {f.path: f.size for f in api.list_bucket_tree(bucket_id)}
     assert sizes == {"one.bin": 5 * 1024 * 1024, "two.bin": 5 * 1024 * 1024}
+
+
+def test_users_orgs_and_public_buckets(tmp_path: Path) -> None:
+    """Several users with their own tokens, an org, and the Hub's access rules for buckets."""
+    with Emulator(
+        tmp_path / "users",
+        token="hf_alice_1",
+        user="alice",
+        users=(("bob", "hf_bob_2"), ("carol", "hf_carol_3")),
+        orgs=("team:alice,bob",),
+    ) as emu:
+        alice, bob, carol = (HfApi(endpoint=emu.endpoint, token=t) for t in ("hf_alice_1", "hf_bob_2", "hf_carol_3"))
+        anonymous = HfApi(endpoint=emu.endpoint, token=False)
+        assert [api.whoami()["name"] for api in (alice, bob, carol)] == ["alice", "bob", "carol"]
+        assert [org["name"] for org in bob.whoami()["orgs"]] == ["team"] and carol.whoami()["orgs"] == []
+
+        alice.create_bucket("alice/public")
+        alice.create_bucket("alice/secret", private=True)
+        alice.batch_bucket_files("alice/public", add=[(b"hi", "a.txt")])
+        alice.batch_bucket_files("alice/secret", add=[(b"psst", "s.txt")])
+        # A public bucket is readable by anyone, even without a token; writing needs its namespace.
+        assert anonymous.bucket_info("alice/public").id == "alice/public"
+        assert [f.path for f in anonymous.list_bucket_tree("alice/public")] == ["a.txt"]
+        assert [b.id for b in carol.list_buckets(namespace="alice")] == ["alice/public"]
+        with pytest.raises(Exception, match="403"):  # refused at the Xet write token (hf_xet reports it)
+            carol.batch_bucket_files("alice/public", add=[(b"x", "b.txt")])
+        with pytest.raises(HfHubHTTPError) as forbidden:
+            carol.batch_bucket_files("alice/public", delete=["a.txt"])
+        assert forbidden.value.response.status_code == 403
+        # A private one does not exist for others: 404 to a user, 401 to a visitor.
+        with pytest.raises(BucketNotFoundError):
+            carol.bucket_info("alice/secret")
+        with pytest.raises(HfHubHTTPError) as unauthenticated:
+            anonymous.bucket_info("alice/secret")
+        assert unauthenticated.value.response.status_code == 401
+        # copyFile needs the source to be readable by the caller, whatever hashes the storage knows.
+        (secret,) = alice.get_bucket_paths_info("alice/secret", ["s.txt"])
+        carol.create_bucket("carol/mine")
+        with pytest.raises(BucketNotFoundError):
+            carol.batch_bucket_files("carol/mine", copy=[("bucket", "alice/secret", secret.xet_hash, "stolen.txt")])
+        with pytest.raises(BucketBatchError):  # a hash the named source does not have
+            carol.batch_bucket_files("carol/mine", copy=[("bucket", "alice/public", secret.xet_hash, "x.txt")])
+        # Org members act in the org: bob moves his own bucket into the team, carol cannot.
+        bob.create_bucket("bob/data")
+        bob.move_bucket(from_id="bob/data", to_id="team/data")
+        assert alice.bucket_info("team/data").id == "team/data"
+        with pytest.raises(HfHubHTTPError) as not_member:
+            carol.move_bucket(from_id="carol/mine", to_id="team/mine")
+        assert not_member.value.response.status_code == 403
+        # Jobs: a member runs in the org, a non-member cannot list its jobs.
+        job = bob.run_job(image="python:3.12", command=["python", "-c", "print(1)"], namespace="team")
+        assert job.owner.name == "team" and job.owner.type == "org"
+        with pytest.raises(HfHubHTTPError) as outsider:
+            list(carol.list_jobs(namespace="team"))
+        assert outsider.value.response.status_code == 403

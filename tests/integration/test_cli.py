@@ -288,3 +288,34 @@ def test_emulator_command_rejects_bad_fault(tmp_path: Path, spec: str, message: 
     assert proc.returncode == 2
     assert "invalid --fault" in err and message in err, err
     assert "serving" not in out
+
+
+def test_emulator_command_serves_several_users(tmp_path: Path) -> None:
+    args = ["--user", "alice:hf_a1", "--user", "bob:hf_b2", "--org", "team:alice,bob"]
+    proc = _hfremote("emulator", "--port", "0", "--state-dir", str(tmp_path / "state"), *args, cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"serving on (http://\S+)", proc.stdout.readline())
+        assert match, proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
+        for token, name in (("hf_a1", "alice"), ("hf_b2", "bob")):
+            who = HfApi(endpoint=match.group(1), token=token).whoami()
+            assert who["name"] == name and [org["name"] for org in who["orgs"]] == ["team"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--user", "alice", "--user", "bob"], "needs its token"),
+        (["--user", "a:t", "--user", "b:t"], "share a token"),
+        (["--user", "a:t", "--org", "team:zed"], "unknown users"),
+        (["--user", "bad name:t"], "invalid user"),
+    ],
+)
+def test_emulator_command_rejects_bad_users(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = _hfremote("emulator", "--port", "0", "--state-dir", str(tmp_path / "state"), *args, cwd=tmp_path)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and message in err, err
+    assert "serving" not in out
