@@ -14,6 +14,7 @@ Without a Hugging Face token, jobs run on an embedded offline emulator of the pl
 
 from importlib.metadata import version as _version
 
+from . import _engine
 from ._config import configure
 from ._function import RemoteFunction, remote
 from ._future import RemoteError, RemoteFuture, as_completed, gather, wait
@@ -23,6 +24,7 @@ from ._schedule import Deployment, ScheduledFunction, ScheduledRun, ScheduleInfo
 from .errors import BackendError, HFRemoteError, JobFailedError, OptionsError, PicklingError, RemoteTraceback
 
 __version__ = _version("hfremote")
+_engine.install_sigterm()  # SIGTERM cancels the jobs this process starts, even when it starts them from a thread
 __all__ = [
     "BackendError",
     "CostEstimate",

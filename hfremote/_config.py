@@ -35,7 +35,10 @@ def configure(
     unreachable_timeout: float | None = None,
     lease_seconds: float | None = None,
 ) -> None:
-    """Choose where jobs run for the rest of this process.
+    """Choose where jobs run, and how runs are watched, for the rest of this process.
+
+    Each call changes only the settings it names (`configure(lease_seconds=60)` keeps the backend);
+    `configure()` with no arguments puts every setting back to its default.
 
     backend: "hf" (the Hub or `endpoint`), "local" (an embedded emulator), or None (decide as above).
     unreachable_timeout: seconds without an answer from the endpoint after which the pending futures of
@@ -55,15 +58,18 @@ def configure(
             raise OptionsError(f"{name}={value!r} must be a positive number of seconds")
         if value is not None and value == float("inf"):
             raise OptionsError(f"{name}={value!r} must be a finite number of seconds")
+    given = {
+        "backend": backend,
+        "endpoint": endpoint,
+        "token": token,
+        "poll_interval": poll_interval,
+        "unreachable_timeout": unreachable_timeout,
+        "lease_seconds": lease_seconds,
+    }
     with _lock:
-        _settings.update(
-            backend=backend,
-            endpoint=endpoint,
-            token=token,
-            poll_interval=poll_interval,
-            unreachable_timeout=unreachable_timeout,
-            lease_seconds=lease_seconds,
-        )
+        if all(value is None for value in given.values()):
+            _settings.clear()
+        _settings.update({name: value for name, value in given.items() if value is not None})
         _hub = None
 
 
@@ -102,9 +108,10 @@ def _resolve() -> Hub:
     token = _settings.get("token") or get_token()
     endpoint = _settings.get("endpoint") or os.environ.get("HF_ENDPOINT")
     if endpoint:
-        return Hub(endpoint, token, is_emulator=not endpoint.rstrip("/").endswith("huggingface.co"))
+        emulated = not endpoint.rstrip("/").endswith("huggingface.co")
+        return Hub(endpoint, token, is_emulator=emulated, give_up_after=unreachable_timeout())
     if token:
-        return Hub(HUB_ENDPOINT, token)
+        return Hub(HUB_ENDPOINT, token, give_up_after=unreachable_timeout())
     if backend == "hf":
         raise OptionsError("backend='hf' needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
     return _embedded("no Hugging Face token found")
@@ -123,4 +130,4 @@ def _embedded(reason: str) -> Hub:
             "(set HF_TOKEN to run on Hugging Face Jobs)",
             file=sys.stderr,
         )
-    return Hub(_emulator.endpoint, _emulator.token, is_emulator=True)
+    return Hub(_emulator.endpoint, _emulator.token, is_emulator=True, give_up_after=unreachable_timeout())

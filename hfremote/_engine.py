@@ -20,14 +20,16 @@ SIGTERM of the process cancels the unfinished jobs of every run that is not deta
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from types import FrameType
@@ -50,6 +52,38 @@ ACTIVE = ("SCHEDULING", "RUNNING")
 # once instead of at its next tick (seconds apart on the Hub). Polling still sees every end.
 _MAX_END_STREAMS = 8
 _CANCEL_FLUSH_SECONDS = 20.0
+
+
+class _Workers:
+    """A few daemon threads working through a queue. The engine's background requests (reading results,
+    cancels, lease renewals) must never hold the process open at exit on a dead endpoint, and the
+    threads of a ThreadPoolExecutor are joined when the interpreter exits, however long they wait."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = queue.SimpleQueue()
+        self._count, self._name = count, name
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._tasks.put((future, fn, args))
+        with self._lock:
+            if len(self._threads) < self._count:
+                thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, fn, args = self._tasks.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # kept in the future: a worker never dies of a task
+                future.set_exception(e)
 
 
 @dataclass(eq=False)
@@ -94,11 +128,11 @@ class Engine:
         self._leases: dict[tuple[int, str], _Lease] = {}
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(4, thread_name_prefix="hfremote-results")
-        self._cancels = ThreadPoolExecutor(4, thread_name_prefix="hfremote-cancel")
+        self._pool = _Workers(4, "hfremote-results")
+        self._cancels = _Workers(4, "hfremote-cancel")
         self._pending_cancels: set[Future[None]] = set()
         self._end_streams: set[str] = set()  # jobs whose log stream a thread follows to its end
-        self._detached_runs: set[str] = set()
+        self._owned_runs: set[str] = set()  # runs this process started (or resumed) and not detached
 
     # -- what callers use ------------------------------------------------------------------------
     def watch(self, future: RemoteFuture[Any]) -> None:
@@ -163,13 +197,15 @@ class Engine:
         return not not_done
 
     # -- leases ----------------------------------------------------------------------------------
-    def hold_lease(self, hub: Hub, bucket: str, path: str, ttl: float) -> Callable[[], None]:
-        """Keep a run's lease fresh until the returned function is called (as often as it was held)."""
+    def hold_lease(self, hub: Hub, bucket: str, path: str, ttl: float, now: bool = False) -> Callable[[], None]:
+        """Keep a run's lease fresh until the returned function is called (as often as it was held);
+        `now`: renew it at once (taking over a run whose client may have stopped renewing it)."""
         key = (id(hub), path)
         with self._lock:
             lease = self._leases.get(key)
             if lease is None:
-                lease = self._leases[key] = _Lease(hub, bucket, path, ttl, due=time.monotonic() + ttl / 4)
+                due = time.monotonic() + (0.0 if now else ttl / 4)
+                lease = self._leases[key] = _Lease(hub, bucket, path, ttl, due=due)
             lease.holders += 1
             self._ensure_thread()
         self._wake.set()
@@ -186,10 +222,11 @@ class Engine:
 
         return release
 
-    def detach_run(self, run_id: str) -> None:
-        """A run whose jobs must outlive this process: SIGTERM leaves them running."""
+    def own_run(self, run_id: str) -> None:
+        """A run this process started and did not detach: SIGTERM cancels its jobs. (A run this process
+        only attached to, to read its results, is someone else's: its jobs are left alone.)"""
         with self._lock:
-            self._detached_runs.add(run_id)
+            self._owned_runs.add(run_id)
 
     def _renew(self, lease: _Lease) -> None:
         try:
@@ -340,13 +377,11 @@ class Engine:
 
     # -- the process ends ------------------------------------------------------------------------
     def cancel_everything(self) -> int:
-        """Cancel the unfinished jobs of every run that is not detached (SIGTERM); how many."""
+        """Cancel the unfinished jobs of the runs this process owns (SIGTERM); how many."""
         with self._lock:
-            runs = list(self._runs.values())
+            runs = [run for run in self._runs.values() if run.run_id in self._owned_runs]
         count = 0
         for run in runs:
-            if run.run_id in self._detached_runs:
-                continue
             with self._lock:
                 jobs = list(run.futures.items())
             for job_id, futures in jobs:
@@ -367,23 +402,31 @@ def engine() -> Engine:
     with _ENGINE_LOCK:
         if not _ENGINE:
             _ENGINE.append(Engine())
-            _install_sigterm()
+            atexit.register(_ENGINE[0].flush, 10.0)  # cancels asked for just before the end are sent
+        install_sigterm()
         return _ENGINE[0]
 
 
-def _install_sigterm() -> None:
-    """SIGTERM (a batch scheduler's stop, `kill`) cancels the jobs this process started, as Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
+_SIGTERM_INSTALLED: list[bool] = []
+
+
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    count = engine().cancel_everything() if _ENGINE else 0
+    if count:
+        os.write(2, f"\nhfremote: terminated; cancelled {count} unfinished job(s)\n".encode())
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)  # then end as the signal would have
+
+
+def install_sigterm() -> None:
+    """SIGTERM (a batch scheduler's stop, `kill`) cancels the jobs this process started, as Ctrl-C does.
+
+    Signal handlers can only be set from the main thread: this is tried when hfremote is imported (from
+    the main thread, as a rule) and again whenever the main thread uses the engine. A program that
+    handles SIGTERM itself is left alone."""
+    if _SIGTERM_INSTALLED or threading.current_thread() is not threading.main_thread():
         return
     with contextlib.suppress(ValueError, OSError):
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return  # the program handles SIGTERM itself: leave it alone
-
-        def on_term(signum: int, frame: FrameType | None) -> None:
-            count = engine().cancel_everything()
-            if count:
-                os.write(2, f"\nhfremote: terminated; cancelled {count} unfinished job(s)\n".encode())
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)  # then end as the signal would have
-
-        signal.signal(signal.SIGTERM, on_term)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_term)
+        _SIGTERM_INSTALLED.append(True)

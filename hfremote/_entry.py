@@ -205,10 +205,16 @@ def _watch_lease(path: str) -> None:
     if lease.get("detached") or not ttl > 0:
         return
 
+    # A job that waited in the queue after its client died starts with a lease already long stale: it ends
+    # after one look, not a whole ttl later. Only this check compares the client's clock with the job's,
+    # with a margin of three quarters of a ttl (a live client renews every quarter).
+    age = time.time() - float(lease.get("renewed") or time.time())
+    head_start = ttl if age > ttl else 0.0
+
     def watch() -> None:
-        # The job's own clock only: the client's clock may differ, so what counts is how long the file
-        # has stayed the same, not the time written in it.
-        seen, since = first, time.monotonic()
+        # Otherwise the job's own clock only: the client's clock may differ, so what counts is how long the
+        # file has stayed the same, not the time written in it.
+        seen, since = first, time.monotonic() - head_start
         while True:
             time.sleep(min(ttl / 8, 10.0))
             try:

@@ -33,6 +33,7 @@ from ._packing import check_function
 from ._remote_run import cancel_stale_runs
 from ._run import Run, chunk_name
 from ._schedule import ScheduledFunction, schedule
+from .errors import OptionsError
 
 P = ParamSpec("P")
 Q = ParamSpec("Q")
@@ -51,8 +52,8 @@ def new_run(fn: Callable[..., Any], options: Options, run_id: str | None = None,
     The first run of a process in a namespace also cancels, in the background, the jobs that an earlier
     client left running when it was killed (their runs' leases are stale)."""
     run = Run(current_hub(), fn, options, run_id, None if options.detach else lease_seconds(), packer)
-    if options.detach:
-        engine().detach_run(run.run_id)
+    if not options.detach:
+        engine().own_run(run.run_id)
     key = (id(run.hub), run.namespace)
     with _swept_lock:
         if key not in _swept:
@@ -177,8 +178,8 @@ class RemoteFunction(Generic[P, R]):
         # was checked when made).
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        if resume is not None and not isinstance(resume, str):
-            raise TypeError(f"resume={resume!r} must be the run id of an earlier map (a string)")
+        if resume is not None and (not isinstance(resume, str) or not resume.strip()):
+            raise OptionsError(f"resume={resume!r} must be the run id of an earlier map, as its results' .run_id")
         chosen = build(self._options, **options) if options else self._options
         run = new_run(self._fn, chosen, resume)
         return MapResults(MapRun(run, calls_of(iterables, star), settings, length_of(iterables), resume is not None))

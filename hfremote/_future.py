@@ -182,6 +182,8 @@ class RemoteFuture(Future[R], Generic[R]):
         A job that ran one input gives that input's value; a job of a map that ran a chunk of inputs gives
         a dict of each input's index to its value (or its exception).
         """
+        if not isinstance(job_id, str) or not job_id.strip("/ "):
+            raise TypeError(f"job_id={job_id!r} must be a job id such as '68f0c3a1e2d4b5a6c7d8e9f0'")
         hub = current_hub()
         ns = hub.namespace(namespace or (job_id.split("/")[0] if "/" in job_id else None))
         job_id = job_id.split("/")[-1]

@@ -88,8 +88,11 @@ _SCHEDULED_ACTIONS = {  # each one sets a state, so repeating it after a lost an
 class Hub:
     """A huggingface_hub client bound to one endpoint and token, with what it has learnt cached."""
 
-    def __init__(self, endpoint: str, token: str | None, *, is_emulator: bool = False) -> None:
+    def __init__(
+        self, endpoint: str, token: str | None, *, is_emulator: bool = False, give_up_after: float = 300.0
+    ) -> None:
         self.endpoint, self.is_emulator, self.token = endpoint.rstrip("/"), is_emulator, token
+        self.give_up_after = give_up_after  # seconds of failures in a row after which a request is given up
         self.api = HfApi(
             endpoint=self.endpoint, token=token, library_name="hfremote", library_version=version("hfremote")
         )
@@ -105,22 +108,30 @@ class Hub:
     ) -> T:
         """Run `fn`, retrying transient failures; `on_lost` finds the result of a request whose answer was lost.
 
+        Gives up after `tries` attempts, or once the endpoint has failed for `give_up_after` seconds in a
+        row. A look-up that fails is not a license to send again: the next attempt looks up first.
         (huggingface_hub retries some calls itself first; `tries=1` leaves those retries alone.)
         """
         delay = 0.5
+        failing_since: float | None = None
+        look_first = False
         for attempt in range(1, tries + 1):
             try:
+                if look_first and on_lost is not None:
+                    found = on_lost()
+                    look_first = False
+                    if found is not None:
+                        return found
                 return fn()
             except BadRequestError as e:
                 raise OptionsError(f"{what} was refused: {e.server_message or e}") from None
             except (HfHubHTTPError, TransportError) as e:
-                if not _transient(e) or attempt == tries:
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if not _transient(e) or attempt == tries or now - failing_since > self.give_up_after:
                     raise BackendError(f"{what} failed: {e}") from e
                 # A 429 was refused outright; a 5xx or a dropped connection may have been carried out.
-                if on_lost is not None and _status(e) != 429:
-                    found = on_lost()
-                    if found is not None:
-                        return found
+                look_first = look_first or (on_lost is not None and _status(e) != 429)
                 wait = _retry_after(e, delay)
                 log.debug("%s: %s; retrying in %.1fs (attempt %d)", what, e, wait, attempt)
                 time.sleep(wait)
@@ -220,9 +231,7 @@ class Hub:
             return found[0] if found else None
 
         return self.call(
-            "creating the job",
-            lambda: self.api.run_job(namespace=namespace, labels=labels, **spec),
-            on_lost=lambda: self.call("looking up the job", lookup),
+            "creating the job", lambda: self.api.run_job(namespace=namespace, labels=labels, **spec), on_lost=lookup
         )
 
     def list_jobs(
@@ -262,13 +271,14 @@ class Hub:
         """Create a scheduled job once; `key` (a subset of its labels) finds it if the answer was lost."""
 
         def lookup() -> ScheduledJobInfo | None:
-            found = self.list_scheduled(namespace, key)
-            return found[0] if found else None
+            found = self.api.list_scheduled_jobs(namespace=namespace, labels=key)
+            same = [s for s in found if all((s.job_spec.labels or {}).get(k) == v for k, v in key.items())]
+            return same[0] if same else None
 
         return self.call(
             "creating the scheduled job",
             lambda: self.api.create_scheduled_job(namespace=namespace, **spec),
-            on_lost=lambda: self.call("looking up the scheduled job", lookup),
+            on_lost=lookup,
         )
 
     def trigger_scheduled(self, namespace: str, sched_id: str, labels: dict[str, str]) -> JobInfo:
@@ -277,7 +287,7 @@ class Hub:
         before = {info.id for info in self.list_jobs(namespace, labels)}
 
         def lookup() -> JobInfo | None:
-            new = [info for info in self.list_jobs(namespace, labels) if info.id not in before]
+            new = [info for info in self.api.list_jobs(namespace=namespace, labels=labels) if info.id not in before]
             return min(new, key=lambda info: (info.created_at is None, info.created_at, info.id)) if new else None
 
         return self.call(

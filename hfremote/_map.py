@@ -30,7 +30,7 @@ from ._engine import TERMINAL, engine
 from ._future import ChunkFuture, local_lines, watch
 from ._mapbook import Chunk, MapBook
 from ._options import Options, check_map_options
-from ._remote_run import read_run
+from ._remote_run import first_job, read_run
 from ._run import Run
 from .errors import BackendError, OptionsError, RemoteTraceback
 
@@ -119,6 +119,7 @@ class MapRun:
         self._queued: list[Chunk] = []  # chunks uploaded, no job yet
         self._running: dict[ChunkFuture, dict[int, PackedCall | None]] = {}
         self._covered: dict[int, tuple[bool, Any] | None] = {}  # resumed: a result, or None (a job runs it)
+        self._adopted: dict[int, ChunkFuture] = {}  # resumed: the earlier process's job running each input
         self._jobs = 0
         self._cost_done = 0.0
         self._bar: Any = None
@@ -130,9 +131,9 @@ class MapRun:
     def __iter__(self) -> Generator[Any, None, None]:
         book = self.book
         self._open_bar()
-        if self.run.lease_ttl is not None:
+        if self.run.lease_ttl is not None:  # renewed at once when resuming: the old client's lease may be stale
             self._release_lease = engine().hold_lease(
-                self.run.hub, self.run.bucket, self.run.layout.lease, self.run.lease_ttl
+                self.run.hub, self.run.bucket, self.run.layout.lease, self.run.lease_ttl, now=self.resume
             )
         if self.logs != "none":
             how = "resumed" if self.resume else "started"
@@ -175,15 +176,19 @@ class MapRun:
     def _adopt(self) -> None:
         """Take over what an earlier process left of this run: results, and jobs still running."""
         state = read_run(self.run.hub, self.run.namespace, self.run.run_id, self.run.code_files)
+        # This process is the run's client now: its lease is written at once (fresh, or marked detached when
+        # this map is), even if every chunk left still runs and nothing else is uploaded.
+        self.run.write_lease()
         self.book.taken.update(state.launched)  # a chunk uploaded but never run is uploaded and run again
         for index, outcome in state.outcomes.items():
             self._covered[index] = outcome
         for future in state.running:
             future.code_files = self.run.code_files
             watch(future)
-            self._running[future] = dict.fromkeys(future.indexes)  # no retry: this process never packed them
+            self._running[future] = dict.fromkeys(future.indexes)  # packed calls filled in as they are read
             for index in future.indexes:
                 self._covered.setdefault(index, None)
+                self._adopted[index] = future
             self._jobs += 1
 
     # -- launching -------------------------------------------------------------------------------
@@ -203,6 +208,8 @@ class MapRun:
             known = self._covered.pop(index)
             if known is not None:
                 self.book.record({index: None}, {index: known})
+            elif self._adopted.get(index) in self._running:  # an adopted job's input: it can be retried now
+                self._running[self._adopted.pop(index)][index] = call
         return fresh
 
     def _launch(self) -> None:
@@ -222,7 +229,8 @@ class MapRun:
         batch, self._queued = self._queued[:room], self._queued[room:]
         if batch:
             pool = ThreadPoolExecutor(min(_CREATE_THREADS, len(batch)), thread_name_prefix="hfremote-create")
-            creations = [pool.submit(self.run.create, chunk.name) for chunk in batch]
+            create = self._create_once if self.resume else self.run.create
+            creations = [pool.submit(create, chunk.name) for chunk in batch]
             pool.shutdown(wait=False)
             try:
                 wait_futures(creations)  # (a thread's join() that Ctrl-C interrupts may not be waited on again)
@@ -236,6 +244,12 @@ class MapRun:
             if failures:  # the jobs that were created are tracked, so the map's clean-up cancels them
                 raise failures[0]
             self._refresh_bar()
+
+    def _create_once(self, chunk: str) -> JobInfo:
+        """Create a resumed run's job, keeping the chunk's oldest one if another process resuming the same
+        run made one too (the platform has no idempotency key: the two agree on the oldest afterwards)."""
+        run = self.run
+        return first_job(run.hub, run.namespace, run.run_id, chunk, run.create(chunk))
 
     def _track(self, batch: list[Chunk], creations: list[Future[JobInfo]]) -> None:
         """Watch the jobs that were created."""

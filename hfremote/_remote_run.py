@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from huggingface_hub import JobInfo
@@ -30,6 +29,7 @@ from ._run import CALL_LABEL, RUN_LABEL, Layout, chunk_indexes, chunk_round, lea
 from .errors import HFRemoteError
 
 _READERS = 8
+_MAX_SWEEP_WAIT = 600.0  # seconds a sweep may wait to see whether a lease changes
 log = logging.getLogger("hfremote")
 
 
@@ -51,6 +51,9 @@ def read_run(hub: Hub, namespace: str, run_id: str, code_files: dict[str, str] |
     state = RunState()
     with_results: set[str] = set()
     prefix = f"{layout.folder}/chunks/"
+    # The jobs first, then the files: a job that ends between the two looks has its result listed. (In the
+    # other order it would be seen neither running nor done, and its inputs would run again.)
+    state.jobs = hub.list_jobs(namespace, {RUN_LABEL: run_id})
     for path in hub.list_files(bucket, prefix):
         name, _, file = path[len(prefix) :].partition("/")
         if chunk_indexes(name) is None:
@@ -58,20 +61,19 @@ def read_run(hub: Hub, namespace: str, run_id: str, code_files: dict[str, str] |
         state.chunks.add(name)
         if file == "results.pkl":
             with_results.add(name)
-    state.jobs = hub.list_jobs(namespace, {RUN_LABEL: run_id})
     if not state.chunks and not state.jobs:
         raise HFRemoteError(f"no run {run_id!r} in {namespace}: check the id (it is printed when a run starts)")
-    latest: dict[str, JobInfo] = {}
-    for info in sorted(state.jobs, key=lambda j: j.created_at or datetime.min):
+    running: dict[str, JobInfo] = {}  # a chunk's oldest unfinished job (two processes may both have made one)
+    for info in sorted(state.jobs, key=created_order, reverse=True):
         chunk = (info.labels or {}).get(CALL_LABEL, "")
         if chunk_indexes(chunk) is not None:
-            latest[chunk] = info
             state.launched.add(chunk)
+            if info.status.stage in ACTIVE:
+                running[chunk] = info
     name = next((j.labels or {}).get("name", "") for j in state.jobs) if state.jobs else ""
-    for chunk, info in latest.items():
-        if info.status.stage in ACTIVE:
-            indexes = list(chunk_indexes(chunk) or ())
-            state.running.append(ChunkFuture(hub, namespace, info, run_id, chunk, name, indexes, layout))
+    for chunk, info in running.items():
+        indexes = list(chunk_indexes(chunk) or ())
+        state.running.append(ChunkFuture(hub, namespace, info, run_id, chunk, name, indexes, layout))
     done = sorted((c for c in with_results if c not in {f.call for f in state.running}), key=chunk_round)
 
     def read(chunk: str) -> dict[int, tuple[bool, Any]]:
@@ -81,6 +83,22 @@ def read_run(hub: Hub, namespace: str, run_id: str, code_files: dict[str, str] |
         for outcomes in pool.map(read, done):  # in round order: a retry's result wins
             state.outcomes.update(outcomes)
     return state
+
+
+def created_order(info: JobInfo) -> tuple[float, str]:
+    """Oldest first; the id breaks ties, so every process picks the same job of two."""
+    return (info.created_at.timestamp() if info.created_at else 0.0, info.id)
+
+
+def first_job(hub: Hub, namespace: str, run_id: str, chunk: str, mine: JobInfo) -> JobInfo:
+    """The one job a chunk keeps when two processes resuming the same run both made one: the oldest.
+    The other one is cancelled at once by the process that made it."""
+    jobs = [j for j in hub.list_jobs(namespace, {RUN_LABEL: run_id, CALL_LABEL: chunk}) if j.status.stage != "CANCELED"]
+    keep = min([mine, *jobs], key=created_order)
+    if keep.id != mine.id:
+        engine().cancel_job(hub, namespace, mine.id)
+        log.info("hfremote: chunk %s of run %s already had job %s: cancelled %s", chunk, run_id, keep.id, mine.id)
+    return keep
 
 
 class RemoteRun:
@@ -119,7 +137,7 @@ class RemoteRun:
         if state.running:  # keep the jobs waited for alive, as their own client would (not a detached run's)
             bucket, lease = self._hub.bucket(self.namespace), Layout.of_run(self.run_id).lease
             if lease_ttl(self._hub.download(bucket, lease)) is not None:
-                release = engine().hold_lease(self._hub, bucket, lease, lease_seconds())
+                release = engine().hold_lease(self._hub, bucket, lease, lease_seconds(), now=True)
         for future in state.running:
             engine().watch(future)
         try:
@@ -160,8 +178,9 @@ def cancel_stale_runs(hub: Hub, namespace: str, wait: Callable[[float], object] 
     """Cancel the unfinished jobs of runs whose client stopped renewing their lease (it was killed).
 
     The backstop for a platform whose mounts do not follow the bucket (a job could not see its lease go
-    stale). Judged the way a job judges it, by the lease not changing for its ttl, never by comparing
-    clocks of two machines. Detached runs have no lease and are never touched. How many were cancelled.
+    stale). Judged by the lease not changing for half its ttl (two renewals missed), never by comparing
+    clocks of two machines; so a process must live that long (60 s by default) for its sweep to act.
+    Detached runs have no lease and are never touched. How many jobs were cancelled.
     """
     bucket = hub.bucket(namespace)
 
@@ -173,14 +192,18 @@ def cancel_stale_runs(hub: Hub, namespace: str, wait: Callable[[float], object] 
                 runs.setdefault(layout.lease, []).append(info)
         return runs
 
+    # Two renewal periods (ttl/4 each) must pass unseen: a lease renewed less often than that cannot be
+    # judged within the wait, and is left alone rather than misjudged.
     seen = {lease: hub.download(bucket, lease) for lease in active_runs()}
-    ttls = [t for t in (lease_ttl(data) for data in seen.values()) if t is not None]
-    if not ttls:
+    judged = {
+        lease: data for lease, data in seen.items() if (lease_ttl(data) or _MAX_SWEEP_WAIT * 3) / 2 <= _MAX_SWEEP_WAIT
+    }
+    if not judged:
         return 0
-    wait(min(max(ttls) * 1.25, 900.0))
+    wait(max((lease_ttl(data) or 0.0) / 2 for data in judged.values()))
     cancelled = 0
     for lease, jobs in active_runs().items():
-        before = seen.get(lease)
+        before = judged.get(lease)
         if lease_ttl(before) is None or hub.download(bucket, lease) != before:
             continue  # no lease (detached, or too new to judge), or a client renewing it
         for info in jobs:

@@ -173,8 +173,15 @@ class Run:
             (self.function, f"{self.layout.shared}/function.pkl"),
         ]
         if self.layout.folder.startswith("runs/"):  # a detached run's says so: attaching it must not renew it
-            files.append((lease_record(self.lease_ttl or 0.0, self.lease_ttl is None), self.layout.lease))
+            files.append(self._lease())
         return files
+
+    def _lease(self) -> tuple[str | Path | bytes, str]:
+        return lease_record(self.lease_ttl or 0.0, self.lease_ttl is None), self.layout.lease
+
+    def write_lease(self) -> None:
+        """Write this run's lease now (a process taking over a run it resumes)."""
+        self.hub.upload(self.bucket, [self._lease()])
 
     def upload(self, chunks: dict[str, list[tuple[int, PackedCall]]]) -> None:
         """Upload chunks of inputs in one batch (with the shared files, the first time)."""

@@ -7,6 +7,7 @@ subprocess tests send real signals to real client processes.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -241,9 +242,29 @@ from {module} import work
 
 hfremote.configure(lease_seconds={lease})
 fn = remote(timeout=300, detach={detach})(work)
-results = fn.map(range({inputs}), chunksize={chunksize}, max_parallel={parallel}, progress=False)
-print("RUN", results.run_id, flush=True)
-for value in results:
+
+
+def main():
+    results = fn.map(range({inputs}), chunksize={chunksize}, max_parallel={parallel}, progress=False)
+    print("RUN", results.run_id, flush=True)
+    for value in results:
+        print("VALUE", value, flush=True)
+
+
+if {threaded}:  # the map runs in a worker thread, as in a web server or a notebook's executor
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(main).result()
+else:
+    main()
+"""
+
+ATTACHER = """
+from hfremote import RemoteRun
+
+print("ATTACHED", flush=True)
+for value in RemoteRun.attach("{run_id}").results():
     print("VALUE", value, flush=True)
 """
 
@@ -259,12 +280,21 @@ def start_client(
     inputs: int = 4,
     chunksize: int = 1,
     parallel: int = 4,
+    threaded: bool = False,
 ) -> tuple[subprocess.Popen[str], Lines, str]:
     module = f"work_{name}"
     (tmp_path / f"{module}.py").write_text(MODULE.format(sleep=sleep))
     script = tmp_path / f"client_{name}.py"
     script.write_text(
-        CLIENT.format(module=module, lease=lease, detach=detach, inputs=inputs, chunksize=chunksize, parallel=parallel)
+        CLIENT.format(
+            module=module,
+            lease=lease,
+            detach=detach,
+            inputs=inputs,
+            chunksize=chunksize,
+            parallel=parallel,
+            threaded=threaded,
+        )
     )
     env = subprocess_env(emulator, tmp_path / "hf-home")
     env["PYTHONPATH"] = str(tmp_path)
@@ -415,7 +445,8 @@ def test_setup_failures_in_the_job_are_job_failed_errors(wide: Emulator) -> None
 def test_a_later_client_cancels_the_jobs_of_runs_whose_lease_went_stale(wide: Emulator) -> None:
     """The backstop where a job cannot see its lease: jobs made by hand with a run's layout and a command
     that never looks at it. One run's lease is left alone (its client is gone), one is renewed (its
-    client lives), one has none (detached); only the first run's job is cancelled."""
+    client lives), one has none (detached), one is renewed too seldom to be judged; only the first
+    run's job is cancelled."""
     from hfremote._config import current_hub
     from hfremote._remote_run import cancel_stale_runs
     from hfremote._run import SHARED_MOUNT, Layout, lease_record
@@ -425,10 +456,11 @@ def test_a_later_client_cancels_the_jobs_of_runs_whose_lease_went_stale(wide: Em
     bucket = hub.bucket(ns)
     api = HfApi(endpoint=wide.endpoint, token=wide.token)
     jobs = {}
-    for run_id in ("20260101T000000-aaaaaa", "20260101T000000-bbbbbb", "20260101T000000-cccccc"):
+    runs = ("20260101T000000-aaaaaa", "20260101T000000-bbbbbb", "20260101T000000-cccccc", "20260101T000000-dddddd")
+    for run_id in runs:
         layout = Layout.of_run(run_id)
-        if not run_id.endswith("cccccc"):
-            hub.upload(bucket, [(lease_record(1.0, False), layout.lease)])
+        if not run_id.endswith("cccccc"):  # d: renewed every 30 min, too seldom to judge within a sweep
+            hub.upload(bucket, [(lease_record(7200.0 if run_id.endswith("dddddd") else 1.0, False), layout.lease)])
         volumes = [
             hfremote_volume(bucket, SHARED_MOUNT, layout.shared, True),
             hfremote_volume(bucket, "/hfremote/chunk", layout.chunk("0-1"), False),
@@ -456,6 +488,7 @@ def test_a_later_client_cancels_the_jobs_of_runs_whose_lease_went_stale(wide: Em
         "20260101T000000-aaaaaa": "CANCELED",
         "20260101T000000-bbbbbb": "RUNNING",
         "20260101T000000-cccccc": "RUNNING",
+        "20260101T000000-dddddd": "RUNNING",
     }, stage
     for job in jobs.values():
         api.cancel_job(job_id=job, namespace=ns)
@@ -465,3 +498,247 @@ def hfremote_volume(bucket: str, mount: str, path: str, read_only: bool) -> Any:
     from huggingface_hub import Volume
 
     return Volume(type="bucket", source=bucket, mount_path=mount, read_only=read_only, path=path)
+
+
+# -- findings of an attack on the features above ------------------------------------------------------
+def test_sigterm_from_a_thread_started_map_still_cancels_its_jobs(wide: Emulator, tmp_path: Path) -> None:
+    client, _, run_id = start_client(wide, tmp_path, "threaded", sleep=120, inputs=2, threaded=True)
+    try:
+        poll(lambda: stages(wide, run_id) == ["RUNNING"] * 2, DEADLINE, what="the jobs to run")
+        client.send_signal(signal.SIGTERM)
+        client.wait(DEADLINE)
+        poll(lambda: stages(wide, run_id) == ["CANCELED"] * 2, DEADLINE, what="the jobs to be cancelled")
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_sigterm_of_a_process_that_only_attached_leaves_the_runs_jobs_alone(wide: Emulator, tmp_path: Path) -> None:
+    owner, _, run_id = start_client(wide, tmp_path, "owner", sleep=120, inputs=2, detach=True)
+    script = tmp_path / "attacher.py"
+    script.write_text(ATTACHER.format(run_id=run_id))
+    try:
+        poll(lambda: stages(wide, run_id) == ["RUNNING"] * 2, DEADLINE, what="the jobs to run")
+        owner.kill()
+        attacher = subprocess.Popen(
+            [sys.executable, str(script)],
+            env=subprocess_env(wide, tmp_path / "hf-home"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        Lines(attacher.stdout).wait_for("ATTACHED", DEADLINE)  # type: ignore[arg-type]
+        attacher.send_signal(signal.SIGTERM)
+        attacher.wait(DEADLINE)
+        assert stages(wide, run_id) == ["RUNNING"] * 2  # an observer's end is not the run's
+    finally:
+        for job in run_jobs(wide, run_id):
+            wide.ctx.runtime.cancel(job["id"])
+        owner.kill()
+        owner.wait()
+
+
+def test_a_detached_resume_of_a_killed_run_keeps_its_running_jobs(wide: Emulator, tmp_path: Path) -> None:
+    client, _, run_id = start_client(wide, tmp_path, "adopted", sleep=8, lease=5, inputs=2)
+    poll(lambda: stages(wide, run_id) == ["RUNNING"] * 2, DEADLINE, what="the jobs to run")
+    client.kill()
+    client.wait()
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from work_adopted import work  # type: ignore[import-not-found]
+
+        # Every chunk still runs, so nothing new is uploaded: the lease must be marked detached anyway.
+        resumed = remote(timeout=300, detach=True)(work).map(range(2), resume=run_id, progress=False)
+        assert list(resumed) == [0, 1]
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert stages(wide, run_id) == ["COMPLETED"] * 2
+
+
+def test_two_processes_resuming_one_run_at_once_keep_one_job_per_chunk(wide: Emulator, tmp_path: Path) -> None:
+    client, out, run_id = start_client(wide, tmp_path, "twice", sleep=0.5, inputs=8, chunksize=1, parallel=1)
+    out.wait_for(r"^VALUE 0$", DEADLINE)
+    client.kill()  # chunks uploaded ahead of their jobs are left: both resumes below want to create them
+    client.wait()
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from work_twice import work  # type: ignore[import-not-found]
+
+        fn = remote(timeout=300)(work)
+        got: list[list[int]] = [[], []]
+        threads = [
+            threading.Thread(target=lambda i=i: got[i].extend(fn.map(range(8), resume=run_id, progress=False)))
+            for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(DEADLINE)
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert got == [[x * x for x in range(8)]] * 2
+    kept = Counter(j["labels"]["hfremote-call"] for j in run_jobs(wide, run_id) if j["status"]["stage"] != "CANCELED")
+    assert all(count == 1 for count in kept.values()), kept
+
+
+def test_a_job_that_starts_with_a_long_stale_lease_ends_at_once(tmp_path: Path) -> None:
+    """A job queued while its client died: its first look at the lease already finds it stale."""
+    import json
+    import time
+
+    from hfremote._packing import render_entry
+
+    shared, chunk = tmp_path / "shared", tmp_path / "chunk"
+    shared.mkdir()
+    chunk.mkdir()
+    (shared / "entry.py").write_text(render_entry(f"{sys.version_info.major}.{sys.version_info.minor}", []))
+    (shared / "lease").write_text(json.dumps({"renewed": time.time() - 100, "ttl": 2, "detached": False}))
+    # No manifest: the job would fail to set up, but the lease watch starts first and must end it first.
+    (shared / "manifest.json").write_text("{}")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import runpy, time, sys; sys.argv = ['entry', '{chunk}']; "
+            f"import threading; exec(open('{shared / 'entry.py'}').read().split('if __name__')[0]); "
+            f"_watch_lease('{shared / 'lease'}'); time.sleep(60)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "stopped renewing its lease" in done.stderr
+
+
+def test_configure_changes_only_the_settings_it_names() -> None:
+    from hfremote import _config
+
+    try:
+        hfremote.configure(lease_seconds=20)
+        hfremote.configure(unreachable_timeout=5)
+        assert (_config.lease_seconds(), _config.unreachable_timeout()) == (20, 5)
+    finally:
+        hfremote.configure()
+    assert (_config.lease_seconds(), _config.unreachable_timeout()) == (120, 300)
+
+
+def test_bad_run_ids_are_refused_clearly(wide: Emulator) -> None:
+    @remote(timeout=60)
+    def ident(x: int) -> int:
+        return x
+
+    for bad in ("", "  ", 5):
+        with pytest.raises(hfremote.OptionsError, match="resume="):
+            ident.map([1], resume=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="job_id"):
+        RemoteFuture.attach("")
+    with pytest.raises(TypeError, match="run_id"):
+        RemoteRun.attach("")
+
+
+def test_a_call_on_a_dead_endpoint_gives_up_within_the_bound(tmp_path: Path) -> None:
+    """Nested retries (each of huggingface_hub's own inside each of ours) once took minutes here."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    hfremote.configure(endpoint=f"http://127.0.0.1:{port}", token=TOKEN, unreachable_timeout=2)
+    errors: list[BaseException] = []
+
+    @remote(timeout=60)
+    def never() -> None:
+        return None
+
+    def call() -> None:
+        try:
+            never.submit()
+        except BaseException as e:
+            errors.append(e)
+
+    try:
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        thread.join(90)  # one look with huggingface_hub's own retries (~23 s), then the bound
+        assert not thread.is_alive(), "the call went on retrying past its bound"
+        assert len(errors) == 1 and isinstance(errors[0], BackendError), errors
+    finally:
+        hfremote.configure()
+
+
+DYING_CLIENT = """
+import hfremote
+from hfremote import BackendError, remote
+
+hfremote.configure(unreachable_timeout=2, lease_seconds=8)
+
+
+@remote(timeout=300)
+def slow(x):
+    import time
+
+    time.sleep(15)
+    return x
+
+
+results = slow.map(range(2), progress=False)
+print("RUN", results.run_id, flush=True)
+try:
+    list(results)
+except BackendError:
+    print("END", flush=True)
+"""
+
+
+def test_a_client_whose_endpoint_died_exits_promptly(tmp_path: Path) -> None:
+    """Its background requests (lease renewals, cancels, reads) must not hold the interpreter's exit."""
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hfremote.cli",
+            "emulator",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--token",
+            TOKEN,
+            "--max-running",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    client = None
+    try:
+        endpoint = Lines(server.stdout).wait_for(r"serving on (http://\S+)", DEADLINE).group(1)  # type: ignore[arg-type]
+        script = tmp_path / "dying.py"
+        script.write_text(DYING_CLIENT)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFREMOTE_"))}
+        env.update({"HF_ENDPOINT": endpoint, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf-home")})
+        client = subprocess.Popen(
+            [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        out = Lines(client.stdout)  # type: ignore[arg-type]
+        run_id = out.wait_for(r"^RUN (\S+)", DEADLINE).group(1)
+        api = HfApi(endpoint=endpoint, token=TOKEN)
+        poll(
+            lambda: (
+                [j.status.stage for j in api.list_jobs(namespace="emulator-user", labels={"hfremote-run": run_id})]
+                == ["RUNNING"] * 2
+            ),
+            DEADLINE,
+            what="the jobs to run",
+        )
+        server.kill()
+        server.wait()
+        out.wait_for("^END$", DEADLINE)
+        client.wait(timeout=45)  # (it took 130-160 s while lease renewals held the exit)
+    finally:
+        for proc in (server, client):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
