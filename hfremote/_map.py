@@ -119,7 +119,8 @@ class MapRun:
         self._queued: list[Chunk] = []  # chunks uploaded, no job yet
         self._running: dict[ChunkFuture, dict[int, PackedCall | None]] = {}
         self._covered: dict[int, tuple[bool, Any] | None] = {}  # resumed: a result, or None (a job runs it)
-        self._adopted: dict[int, ChunkFuture] = {}  # resumed: the earlier process's job running each input
+        self._adopted: dict[int, ChunkFuture] = {}
+        self._creating: list[Future[JobInfo]] = []  # resumed: the earlier process's job running each input
         self._jobs = 0
         self._cost_done = 0.0
         self._bar: Any = None
@@ -231,6 +232,7 @@ class MapRun:
             pool = ThreadPoolExecutor(min(_CREATE_THREADS, len(batch)), thread_name_prefix="hfremote-create")
             create = self._create_once if self.resume else self.run.create
             creations = [pool.submit(create, chunk.name) for chunk in batch]
+            self._creating = creations  # until tracked: a Ctrl-C in between must still find these jobs
             pool.shutdown(wait=False)
             try:
                 wait_futures(creations)  # (a thread's join() that Ctrl-C interrupts may not be waited on again)
@@ -240,6 +242,7 @@ class MapRun:
                 self._track(batch, creations)
                 raise
             self._track(batch, creations)
+            self._creating = []
             failures = [error for c in creations if c.done() and (error := c.exception()) is not None]
             if failures:  # the jobs that were created are tracked, so the map's clean-up cancels them
                 raise failures[0]
@@ -298,12 +301,18 @@ class MapRun:
     def _cancel_all(self) -> int:
         """Cancel every unfinished job of the map; a failing cancel never hides the error being raised."""
         unfinished = [f for f in self._running if not f.done()]
+        tracked = {f.job_id for f in self._running}
+        untracked = [c.result() for c in self._creating if c.done() and not c.exception()]
+        untracked = [info for info in untracked if info.id not in tracked]  # created, not yet watched
         self._running.clear()
         self._queued.clear()
+        self._creating = []
         for future in unfinished:
             future.cancel()  # a local change; the requests are queued
+        for info in untracked:
+            engine().cancel_job(self.run.hub, self.run.namespace, info.id)
         engine().flush()
-        return len(unfinished)
+        return len(unfinished) + len(untracked)
 
     # -- observability ---------------------------------------------------------------------------
     def _print_failure(self, index: int, future: ChunkFuture, error: BaseException) -> None:
