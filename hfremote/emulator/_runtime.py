@@ -1,8 +1,9 @@
 """Running jobs as local processes, the way the platform runs containers.
 
-    create ──► SCHEDULING ──(a slot frees up)──► RUNNING ──► COMPLETED | ERROR | CANCELED
-                                   │ materialise volumes, translate mount paths in argv and env
-                                   │ spawn the command in its own process group; stdout/stderr → log lines
+    create ──► SCHEDULING ──(a slot and its GPUs free up)──► RUNNING ──► COMPLETED | ERROR | CANCELED
+                                   │ lay out volumes (_volumes), then run the command in the sandbox
+                                   │ (_sandbox: volumes at their mount paths), or as a host process with
+                                   │ mount paths translated in argv and env; stdout/stderr → log lines
                                    │ enforce timeoutSeconds, retry up to `attempts`, sample metrics
                                    └ sync read-write bucket volumes back, then set the terminal stage
 
@@ -16,7 +17,6 @@ import contextlib
 import fcntl
 import itertools
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -31,26 +31,40 @@ from typing import IO, Any
 
 import psutil
 
+from . import _sandbox
+from ._hardware import GPU_CONTROL_DEVICES, flavor_env, gpu_count
 from ._logs import LogBook
 from ._store import Record, Store
 from ._util import Clock, iso
+from ._volumes import JobFailure, Mount, changes, mount_all, remove, translate
 from ._xet import XetStorage
 
 TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
 DEFAULT_TIMEOUT = 30 * 60  # the platform's default when a job sets none
 _KILL_GRACE = 1.0
-_PASSTHROUGH_ENV = (
-    "PATH",
-    "LANG",
-    "LC_ALL",
-    "TZ",
+# The host variables a job gets: what uv needs to reach (or not) a package index, nothing else.
+PASSTHROUGH_ENV = (
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "UV_INDEX",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "UV_FIND_LINKS",
+    "UV_OFFLINE",
+    "UV_NATIVE_TLS",
+    "UV_PYTHON_DOWNLOADS",
     "PIP_INDEX_URL",
     "PIP_EXTRA_INDEX_URL",
-    "TMPDIR",
-    "SYSTEMROOT",
 )
+# A host process also keeps the host's PATH and locale (no image of its own to take them from).
+_HOST_ONLY_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
 
 
 @dataclass
@@ -64,19 +78,7 @@ class _Running:
     sample: dict[str, Any] | None = None
     ps: dict[int, psutil.Process] = field(default_factory=dict)
     slot_lock: IO[bytes] | None = None
-
-
-@dataclass
-class _Mount:
-    mount_path: str
-    local: Path
-    bucket: str | None = None  # set for read-write bucket volumes, which are synced back
-    prefix: str = ""
-    snapshot: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-
-class JobFailure(Exception):
-    """A job that cannot start (bad volume, unknown command): becomes ERROR with this message."""
+    gpus: list[str] = field(default_factory=list)
 
 
 class Runtime:
@@ -90,6 +92,8 @@ class Runtime:
         max_running: int,
         endpoint: Callable[[], str],
         publish: Callable[[str, list[tuple[Path, str]], list[str]], None],
+        sandbox: bool = False,
+        gpus: list[str] | None = None,
     ) -> None:
         self._store, self._storage, self._logs, self._clock = store, storage, logs, clock
         self._root = root
@@ -97,6 +101,8 @@ class Runtime:
         self._endpoint = endpoint  # the emulator's own address: jobs reach "the Hub" there
         self._publish = publish  # stores files into a bucket, as an upload through Xet would
         self.max_running = max_running
+        self.sandbox = sandbox
+        self.gpus = list(gpus or [])  # the pool GPU flavors take their GPUs from, each to one job at a time
         self._lock = self.lock = threading.RLock()  # guards job records and the running set
         self._wake = threading.Condition(self._lock)
         self._running: dict[str, _Running] = {}
@@ -107,6 +113,10 @@ class Runtime:
         self._sampler = threading.Thread(target=self._sample, name="emulator-metrics", daemon=True)
 
     def start(self) -> None:
+        # What an emulator that died on this state directory left running ends before any slot is reused.
+        for job_id, pid, started in self._store.processes():
+            _end_leftover(pid, started)
+            self._store.forget_process(job_id)
         # Jobs that were running when the emulator last stopped cannot be resumed: say so.
         for job in self._store.jobs(stages=["RUNNING"]):
             self._finish(job, "ERROR", "The emulator stopped while this job was running")
@@ -193,25 +203,51 @@ class Runtime:
             with self._lock:
                 if self._stopping:
                     return
-                free = self.max_running - len(self._running)
-                waiting = self._store.jobs(stages=["SCHEDULING"], newest_first=False, limit=max(free, 0))
-                if free <= 0 or not waiting:
+                if not self._start_waiting():
                     self._wake.wait(1.0)
+
+    def _start_waiting(self) -> bool:
+        """Start the oldest waiting jobs that fit (a slot, and their GPUs); whether any started."""
+        free = self.max_running - len(self._running)
+        started, skipped = False, 0
+        while free > 0:
+            waiting = self._store.jobs(stages=["SCHEDULING"], newest_first=False, limit=free, offset=skipped)
+            if not waiting:
+                break
+            for job in waiting:
+                gpus = self._take_gpus(job)
+                if gpus is None:  # waits for GPUs; younger jobs that fit may go first
+                    skipped += 1
                     continue
-                for job in waiting:
-                    folder, slot_lock = self._free_slot()
-                    run = self._running[job["id"]] = _Running(job["id"], folder, slot_lock=slot_lock)
-                    self._update(job["id"], stage="RUNNING", message=None, startedAt=iso(self._clock.now()))
-                    threading.Thread(target=self._run, args=(run,), name=f"job-{job['id']}", daemon=True).start()
+                folder, slot_lock = self._free_slot()
+                run = self._running[job["id"]] = _Running(job["id"], folder, slot_lock=slot_lock, gpus=gpus)
+                self._update(job["id"], stage="RUNNING", message=None, startedAt=iso(self._clock.now()))
+                threading.Thread(target=self._run, args=(run,), name=f"job-{job['id']}", daemon=True).start()
+                started, free = True, free - 1
+        return started
+
+    def _take_gpus(self, job: Record) -> list[str] | None:
+        """The GPUs a job gets ([] for none), or None while too few are free."""
+        need = gpu_count(job.get("flavor") or "") if self.gpus else 0  # no pool: GPU flavors run on the CPU
+        if need == 0:
+            return []
+        if need > len(self.gpus):
+            self._finish(
+                job,
+                "ERROR",
+                f"Flavor {job.get('flavor')} needs {need} GPUs and this emulator has {len(self.gpus)} "
+                f"({', '.join(self.gpus)}): pick a smaller flavor",
+            )
+            return None
+        busy = {gpu for run in self._running.values() for gpu in run.gpus}
+        free = [gpu for gpu in self.gpus if gpu not in busy]
+        return free[:need] if len(free) >= need else None
 
     def _free_slot(self) -> tuple[Path, IO[bytes]]:
         """A folder for the next job, and the lock that keeps it this job's while it runs.
 
-        uv keys a script's cached environment on the script's path: jobs that run in the same slot
-        reuse it (as long as their requirements match) instead of filling uv's cache with one
-        environment per job. Slots live in the user's cache, shared by every emulator on the machine
-        (a file lock each), so a new emulator (a test, a script run with no token) finds them warm:
-        no environment to build and no package index to ask.
+        Slots live in the user's cache, shared by every emulator on the machine (a file lock each).
+        The job's processes inherit the lock, so a slot whose job outlived its emulator stays taken.
         """
         used = {run.folder.name for run in self._running.values()}
         for slot in (str(i) for i in itertools.count()):
@@ -224,7 +260,7 @@ class Runtime:
                 lock.close()
                 continue
             folder = self._slots / slot
-            _remove(folder)  # what a job of an emulator that died left
+            remove(folder)  # what a job of an emulator that died left
             return folder, lock
         raise AssertionError("unreachable")
 
@@ -233,9 +269,11 @@ class Runtime:
         assert job is not None
         stage: str = "ERROR"
         message: str | None = "The emulator failed to run this job"
-        mounts: list[_Mount] = []
+        mounts: list[Mount] = []
         try:
-            mounts = self._mount(job, run.folder)
+            mounts = mount_all(
+                job.get("volumes") or [], run.folder / "mounts", self._store, self._storage, self.sandbox
+            )
             if self.on_job_started is not None:
                 self.on_job_started(run.job_id)
             stage, message = self._attempts(run, job, mounts)
@@ -246,12 +284,12 @@ class Runtime:
             stage, message = "ERROR", f"The emulator failed to run this job: {e!r}"
         finally:
             try:
-                self._sync_back(run.job_id, mounts)
+                self._sync_back(mounts)
             except Exception as e:
                 if stage == "COMPLETED":
                     stage, message = "ERROR", f"Could not save the job's files to the bucket: {e}"
             self._finish(job, stage, message)
-            _remove(run.folder)  # before the slot is free for the next job
+            remove(run.folder)  # before the slot is free for the next job
             if run.slot_lock is not None:
                 run.slot_lock.close()  # releases the slot for other emulators
             with self._lock:
@@ -259,13 +297,20 @@ class Runtime:
                 run.done.set()
                 self._wake.notify_all()
 
-    def _attempts(self, run: _Running, job: Record, mounts: list[_Mount]) -> tuple[str, str | None]:
+    def _attempts(self, run: _Running, job: Record, mounts: list[Mount]) -> tuple[str, str | None]:
         attempts = (job.get("retry") or 0) + 1
         timeout = job.get("timeout") or DEFAULT_TIMEOUT
-        argv = [_translate(a, mounts) for a in [*(job.get("command") or []), *(job.get("arguments") or [])]]
-        env = self._environment(job, mounts, run.folder / "home")
-        workdir = run.folder / "work"
-        workdir.mkdir(parents=True, exist_ok=True)
+        argv = [*(job.get("command") or []), *(job.get("arguments") or [])]
+        if not argv:
+            raise JobFailure("This job has no command: the emulator cannot run a Space's own image, give a command")
+        env = self._environment(job, run, mounts)
+        if self.sandbox:
+            self._check_command(argv[0], env["PATH"])
+            command, cwd = _sandbox.command(self._layout(run, env, mounts), argv), None
+        else:
+            argv = [translate(a, mounts) for a in argv]
+            command, cwd = [self._host_command(argv[0], env["PATH"]), *argv[1:]], run.folder / "work"
+            cwd.mkdir(parents=True, exist_ok=True)
         stage, message = "ERROR", None
         for attempt in range(1, attempts + 1):
             if run.cancel.is_set():
@@ -274,39 +319,89 @@ class Runtime:
                 )
                 break
             suffix = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
+            if self.sandbox:  # every attempt starts from a fresh container; volumes keep what was written
+                remove(run.folder / "root")
+                self._prepare_root(run.folder / "root")
             self._logs.append(job["id"], f"===== Job started at {iso(self._clock.now())}{suffix} =====")
-            stage, message, retryable = self._spawn(run, argv, env, workdir, timeout)
+            stage, message, retryable = self._spawn(run, command, env, cwd, timeout)
             if not retryable:
                 break
             if attempt < attempts:
                 self._logs.append(job["id"], f"{message}; retrying ({attempt + 1} of {attempts})")
         return stage, message
 
+    def _not_found(self, name: str) -> JobFailure:
+        return JobFailure(
+            f"Command not found: {name!r}. The emulator runs commands on this machine; "
+            f"{', '.join(sorted(p.name for p in self._bin.iterdir()))} and programs on PATH are available"
+        )
+
+    def _host_command(self, name: str, path: str) -> str:
+        exe = shutil.which(name, path=path)
+        if exe is None:
+            raise self._not_found(name)
+        return exe
+
+    def _check_command(self, name: str, path: str) -> None:
+        """Fail clearly, before the sandbox starts, on a command that is not in its PATH."""
+        if "/" in name or (self._bin / name).exists():
+            return  # a path inside the sandbox (a volume's script, say): bwrap says if it is missing
+        system = [p for p in path.split(":") if p != _sandbox.BIN]
+        if shutil.which(name, path=os.pathsep.join(system)) is None:
+            raise self._not_found(name)
+
+    def _prepare_root(self, root: Path) -> None:
+        _sandbox.prepare(root)
+        python = Path(os.path.realpath(self._bin / "python"))
+        (root / _sandbox.BIN.lstrip("/") / "python").symlink_to(python)
+        (root / _sandbox.BIN.lstrip("/") / "python3").symlink_to(python)
+
+    def _layout(self, run: _Running, env: dict[str, str], mounts: list[Mount]) -> _sandbox.Layout:
+        """What the job's sandbox binds: the interpreter, uv and its cache, certificates, volumes, GPUs."""
+        layout = _sandbox.Layout(run.folder / "root", hostname=f"r-{run.job_id[:12]}")
+        prefix = os.path.realpath(sys.base_prefix)
+        if not _sandbox.covered(prefix, []):
+            layout.binds.append(_sandbox.Bind(Path(prefix), prefix))
+        layout.binds.append(_sandbox.Bind(Path(os.path.realpath(self._bin / "uv")), f"{_sandbox.BIN}/uv"))
+        cache = env["UV_CACHE_DIR"]
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        layout.binds.append(_sandbox.Bind(Path(cache), cache, read_only=False))
+        for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):  # certificates outside the system folders
+            value = env.get(name, "")
+            if value.startswith("/") and os.path.exists(value) and not _sandbox.covered(value, ["/etc"]):
+                layout.binds.append(_sandbox.Bind(Path(value), value))
+        for mount in reversed(mounts):  # shortest mount path first: a volume may sit inside another
+            if mount.files:
+                layout.binds += [
+                    _sandbox.Bind(src, f"{mount.mount_path.rstrip('/')}/{rel}") for rel, src in mount.files.items()
+                ]
+            else:
+                layout.binds.append(_sandbox.Bind(mount.local, mount.mount_path, mount.read_only))
+        if run.gpus:
+            layout.devices = [*(f"/dev/nvidia{gpu}" for gpu in run.gpus), *GPU_CONTROL_DEVICES]
+        return layout
+
     def _spawn(
-        self, run: _Running, argv: list[str], env: dict[str, str], workdir: Path, timeout: float
+        self, run: _Running, command: list[str], env: dict[str, str], cwd: Path | None, timeout: float
     ) -> tuple[str, str | None, bool]:
         """Run one attempt: (stage, message, whether another attempt may follow)."""
-        if not argv:
-            raise JobFailure("This job has no command: the emulator cannot run a Space's own image, give a command")
-        exe = shutil.which(argv[0], path=env["PATH"])
-        if exe is None:
-            raise JobFailure(
-                f"Command not found: {argv[0]!r}. The emulator runs commands on this machine; "
-                f"{', '.join(sorted(p.name for p in self._bin.iterdir()))} and programs on PATH are available"
-            )
+        assert run.slot_lock is not None
         try:
             process = subprocess.Popen(
-                [exe, *argv[1:]],
-                cwd=workdir,
+                command,
+                cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                pass_fds=(run.slot_lock.fileno(),),  # the slot stays locked while any of its processes lives
             )
         except OSError as e:
-            raise JobFailure(f"Could not start {argv[0]!r}: {e.strerror or e}") from None
+            raise JobFailure(f"Could not start {command[0]!r}: {e.strerror or e}") from None
         run.process = process
+        with contextlib.suppress(psutil.Error):
+            self._store.record_process(run.job_id, process.pid, psutil.Process(process.pid).create_time())
         assert process.stdout is not None and process.stderr is not None
         readers = [
             threading.Thread(target=self._pump, args=(run.job_id, pipe), daemon=True)
@@ -332,11 +427,14 @@ class Runtime:
         finally:
             timer.cancel()
         # A container ends with its main process: background children it left must not linger
-        # (nor hold the log pipes open).
+        # (nor hold the log pipes open). In the sandbox the kernel has ended them with its PID namespace.
         _kill_group(process, graceful=False)
         for reader in readers:
             reader.join(5)  # every line is in the log before the stage changes
         run.process = None
+        self._store.forget_process(run.job_id)
+        if self.sandbox and code > 128 and code - 128 in signal.Signals._value2member_map_:
+            code = -(code - 128)  # bwrap reports its child's death by signal as a container runtime does
         if run.cancel.is_set():  # the user cancelled, or the emulator is stopping (with a reason)
             return (
                 ("ERROR", run.kill_reason, False) if run.kill_reason else ("CANCELED", "Cancelled by the user", False)
@@ -359,70 +457,45 @@ class Runtime:
             for raw in iter(pipe.readline, b""):
                 self._logs.append(job_id, raw.decode("utf-8", "replace").rstrip("\r\n"))
 
-    def _environment(self, job: Record, mounts: list[_Mount], home: Path) -> dict[str, str]:
-        # Built from scratch: the caller's tokens and settings must never leak into a job.
-        home.mkdir(parents=True, exist_ok=True)
-        env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
-        env.update({k: v for k, v in os.environ.items() if k.startswith("UV_") and k != "UV_PROJECT_ENVIRONMENT"})
-        endpoint = self._endpoint()
+    def _environment(self, job: Record, run: _Running, mounts: list[Mount]) -> dict[str, str]:
+        """The platform's variables, the job's own and its secrets: nothing else of the host's."""
+        env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+        cache = os.environ.get("UV_CACHE_DIR") or _uv_cache_dir()
+        if self.sandbox:
+            env.update({"PATH": _sandbox.PATH, "HOME": _sandbox.HOME, "LANG": "C.UTF-8", "UV_CACHE_DIR": cache})
+        else:
+            home = run.folder / "home"
+            home.mkdir(parents=True, exist_ok=True)
+            env.update({k: os.environ[k] for k in _HOST_ONLY_ENV if k in os.environ})
+            env.update(
+                {
+                    "PATH": os.pathsep.join([str(self._bin), env.get("PATH", os.defpath)]),
+                    "HOME": str(home),
+                    "HF_HOME": str(home / ".cache" / "huggingface"),
+                    "UV_CACHE_DIR": cache,
+                }
+            )
         env.update(
             {
-                "PATH": os.pathsep.join([str(self._bin), env.get("PATH", os.defpath)]),
-                "HOME": str(home),
-                "HF_HOME": str(home / ".cache" / "huggingface"),
-                "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or _uv_cache_dir(),
-                "HF_ENDPOINT": endpoint,
+                "HF_ENDPOINT": self._endpoint(),
                 "HF_HUB_DISABLE_TELEMETRY": "1",
                 "JOB_ID": job["id"],
-                "ACCELERATOR": "",
-                "CPU_CORES": str(os.cpu_count() or 1),
+                **flavor_env(job.get("flavor") or ""),
             }
         )
-        env.update({k: _translate(v, mounts) for k, v in (job.get("environment") or {}).items()})
+        if run.gpus or self.gpus:  # with a pool, a CPU job sees no GPU at all
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(run.gpus)
+        own = job.get("environment") or {}
+        env.update(own if self.sandbox else {k: translate(v, mounts) for k, v in own.items()})
         env.update(self._store.job_secrets(job["id"]))
         return env
 
     # -- volumes -----------------------------------------------------------------------------------
-    def _mount(self, job: Record, folder: Path) -> list[_Mount]:
-        mounts = []
-        base = folder / "mounts"
-        for i, volume in enumerate(job.get("volumes") or []):
-            local = base / str(i)
-            if volume.get("type") == "bucket":
-                mounts.append(self._mount_bucket(volume, local))
-            else:
-                mounts.append(_Mount(volume["mountPath"], _repo_snapshot(volume)))
-        return sorted(mounts, key=lambda m: -len(m.mount_path))
-
-    def _mount_bucket(self, volume: dict[str, Any], local: Path) -> _Mount:
-        bucket = volume["source"]
-        if self._store.bucket(bucket) is None:
-            raise JobFailure(f"Bucket {bucket!r} of the volume at {volume['mountPath']} does not exist")
-        prefix = f"{volume['path'].strip('/')}/" if volume.get("path") else ""
-        local.mkdir(parents=True, exist_ok=True)
-        for f in self._store.files(bucket, prefix):
-            dest = local / f["path"][len(prefix) :]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with dest.open("wb") as out:
-                self._storage.write_file(f["xetHash"], out)
-        read_only = bool(volume.get("readOnly"))
-        mount = _Mount(volume["mountPath"], local, None if read_only else bucket, prefix)
-        mount.snapshot = _scan(local)
-        if read_only:
-            for path in local.rglob("*"):
-                path.chmod(0o555 if path.is_dir() else 0o444)
-            local.chmod(0o555)
-        return mount
-
-    def _sync_back(self, job_id: str, mounts: list[_Mount]) -> None:
+    def _sync_back(self, mounts: list[Mount]) -> None:
         for mount in mounts:
             if mount.bucket is None:
                 continue
-            now = _scan(mount.local)
-            add = [
-                (mount.local / rel, mount.prefix + rel) for rel, sig in now.items() if mount.snapshot.get(rel) != sig
-            ]
-            delete = [mount.prefix + rel for rel in mount.snapshot if rel not in now]
+            add, delete = changes(mount)
             if add or delete:
                 self._publish(mount.bucket, add, delete)
 
@@ -461,7 +534,7 @@ class Runtime:
             "memory_total_bytes": total_memory,
             "rx_bps": 0,
             "tx_bps": 0,
-            "gpus": {},
+            "gpus": {gpu: {} for gpu in run.gpus},
             "replica": run.job_id[-5:],
         }
 
@@ -510,51 +583,15 @@ def _kill_group(process: subprocess.Popen[bytes], graceful: bool) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _remove(folder: Path) -> None:
-    """Delete a job's folder, read-only volume copies included."""
-    for path in folder.rglob("*"):
-        if path.is_dir() and not path.is_symlink():
-            with contextlib.suppress(FileNotFoundError):
-                path.chmod(0o755)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _scan(root: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            st = path.stat()
-            out[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
-    return out
-
-
-def _translate(text: str, mounts: list[_Mount]) -> str:
-    """Rewrite a container mount path (e.g. `/data/x.py`, `--out=/data`) to its local directory."""
-    for mount in mounts:  # longest mount path first
-        pattern = r"(?<![\w./-])" + re.escape(mount.mount_path.rstrip("/")) + r"(?=/|$|[\s:,;'\"])"
-        text = re.sub(pattern, str(mount.local).replace("\\", "\\\\"), text)  # a replacement template
-    return text
-
-
-def _repo_snapshot(volume: dict[str, Any]) -> Path:
-    """A model/dataset/space volume, served from the local Hugging Face cache when it is there."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
+def _end_leftover(pid: int, started: float) -> None:
+    """Kill the process group a previous emulator recorded, if that process is still the same one."""
     try:
-        return Path(
-            snapshot_download(
-                volume["source"],
-                repo_type=volume.get("type", "model"),
-                revision=volume.get("revision"),
-                local_files_only=True,
-            )
-        )
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        raise JobFailure(
-            f"The emulator is offline and has no local copy of {volume.get('type', 'model')} {volume['source']!r} "
-            f"for the volume at {volume['mountPath']}: download it once with `hf download` to mount it"
-        ) from None
+        if abs(psutil.Process(pid).create_time() - started) > 0.01:
+            return  # the pid was reused by another program
+    except psutil.Error:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 _UV_CACHE: list[str] = []
