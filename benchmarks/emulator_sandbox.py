@@ -1,0 +1,109 @@
+"""What the job sandbox costs, and whether a job's cost stays flat as a run grows.
+
+1. A trivial job (`python -c pass`) on two emulators in this process, one sandboxed, one running jobs as
+   host processes, runs interleaved: time from the `run_job` request to COMPLETED seen by `inspect_job`
+   polled every 10 ms. Ratio of the medians (goal: sandboxed <= 1.2x).
+2. A map of N inputs with chunksize=1 (one job per input) on one sandboxed emulator: the time the first
+   N/8 results took against the time the last N/8 took (goal: <= 1.3x). A job that copied or scanned
+   every file of its run would make the last slice much slower than the first.
+
+    .venv/bin/python benchmarks/emulator_sandbox.py [--runs 20] [--inputs 2000] [--max-running 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+from _common import quiet_client_env  # a sibling module of this script
+
+quiet_client_env()
+
+from huggingface_hub import HfApi  # noqa: E402
+
+import hfremote  # noqa: E402
+from hfremote import remote  # noqa: E402
+from hfremote.emulator import Emulator  # noqa: E402
+
+POLL_SECONDS = 0.010
+
+
+def one_job(api: HfApi, ns: str) -> float:
+    start = time.perf_counter()
+    job = api.run_job(image="python:3.12", command=["python", "-c", "pass"], namespace=ns)
+    while (stage := api.inspect_job(job_id=job.id, namespace=ns).status.stage) not in ("COMPLETED", "ERROR"):
+        time.sleep(POLL_SECONDS)
+    if stage != "COMPLETED":
+        raise SystemExit(f"job {job.id} ended {stage}")
+    return time.perf_counter() - start
+
+
+def trivial_jobs(runs: int) -> None:
+    with Emulator(sandbox="on") as boxed, Emulator(sandbox="off") as host:
+        apis = {"sandboxed": (HfApi(endpoint=boxed.endpoint, token=boxed.token), boxed.user)}
+        apis["host process"] = (HfApi(endpoint=host.endpoint, token=host.token), host.user)
+        times: dict[str, list[float]] = {name: [] for name in apis}
+        for api, ns in apis.values():
+            one_job(api, ns)  # warm-up
+        for _ in range(runs):
+            for name, (api, ns) in apis.items():  # interleaved: the machine's load hits both alike
+                times[name].append(one_job(api, ns))
+    base = statistics.median(times["host process"])
+    print(f"**1. trivial job (`python -c pass`), {runs} runs each, interleaved**")
+    print()
+    print("| | median ms | min/max ms | / host process |")
+    print("|---|---:|---:|---:|")
+    for name, values in times.items():
+        med = statistics.median(values)
+        spread = f"{min(values) * 1000:.0f}/{max(values) * 1000:.0f}"
+        print(f"| {name} | {med * 1000:.0f} | {spread} | {med / base:.2f} |")
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def growing_map(inputs: int, max_running: int) -> None:
+    with Emulator(sandbox="on", max_running=max_running) as emu:
+        hfremote.configure(endpoint=emu.endpoint, token=emu.token)
+        fn = remote(timeout=300)(square)
+        list(fn.map(range(4), chunksize=1, logs="none"))  # warm-up: uv's environment, the bucket
+        start = time.perf_counter()
+        arrivals = []
+        for i, value in enumerate(fn.map(range(inputs), chunksize=1, logs="none")):
+            assert value == i * i
+            arrivals.append(time.perf_counter() - start)
+        hfremote.configure()
+    slice_ = max(1, inputs // 8)
+    first = arrivals[slice_ - 1]
+    last = arrivals[-1] - arrivals[-slice_ - 1]
+    print()
+    print(f"**2. map of {inputs} inputs, chunksize=1, max_running={max_running}, sandboxed**")
+    print()
+    print("| | s | ms per input |")
+    print("|---|---:|---:|")
+    print(f"| first {slice_} results | {first:.1f} | {first / slice_ * 1000:.0f} |")
+    print(f"| last {slice_} results | {last:.1f} | {last / slice_ * 1000:.0f} |")
+    print(f"| whole map | {arrivals[-1]:.1f} | {arrivals[-1] / inputs * 1000:.0f} |")
+    print()
+    print(f"last / first: {last / first:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--inputs", type=int, default=2000, help="inputs of the map (0: skip it)")
+    parser.add_argument("--max-running", type=int, default=2)
+    args = parser.parse_args()
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print()
+    trivial_jobs(args.runs)
+    if args.inputs:
+        growing_map(args.inputs, args.max_running)
+
+
+if __name__ == "__main__":
+    main()
