@@ -371,6 +371,11 @@ class Runtime:
             if value.startswith("/") and os.path.exists(value) and not _sandbox.covered(value, ["/etc"]):
                 layout.binds.append(_sandbox.Bind(Path(value), value))
         for mount in reversed(mounts):  # shortest mount path first: a volume may sit inside another
+            if not mount.files:  # its mount point must exist before the outer volume is bound read-only
+                for inner in mounts:
+                    rel = os.path.relpath(inner.mount_path, mount.mount_path)
+                    if inner is not mount and not rel.startswith(".."):
+                        (mount.local / rel).mkdir(parents=True, exist_ok=True)
             if mount.files:
                 layout.binds += [
                     _sandbox.Bind(src, f"{mount.mount_path.rstrip('/')}/{rel}") for rel, src in mount.files.items()

@@ -298,10 +298,12 @@ class Store:
 
     def files(self, bucket_id: str, prefix: str = "") -> list[Record]:
         """Files whose path starts with `prefix` (a folder prefix ends with `/`), sorted by path."""
+        # A range on the primary key: a folder's files cost the same however large the bucket grows.
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
         rows = self._query(
             "SELECT path, xet_hash, size, mtime_ms, uploaded_at, content_type FROM bucket_files "
-            "WHERE bucket_id = ? AND substr(path, 1, ?) = ? ORDER BY path",
-            (bucket_id, len(prefix), prefix),
+            "WHERE bucket_id = ? AND path >= ? AND path < ? ORDER BY path",
+            (bucket_id, prefix, upper),
         )
         keys = ("path", "xetHash", "size", "mtimeMs", "uploadedAt", "contentType")
         return [dict(zip(keys, row, strict=False)) for row in rows]

@@ -105,6 +105,29 @@ def test_volume_sub_folder_read_only_and_read_write(sandboxed: Emulator, api: Hf
     assert (tmp_path / "t.csv").read_bytes() == b"a,b\n1,2\n"
 
 
+def test_a_read_write_volume_inside_a_read_only_one(sandboxed: Emulator, api: HfApi, ns: str) -> None:
+    # The engine's layout: the run's shared files read-only, the job's own chunk folder read-write inside.
+    api.create_bucket(f"{ns}/run")
+    api.batch_bucket_files(f"{ns}/run", add=[(b"code", "r1/shared/entry.py"), (b"in", "r1/chunks/7/input.pkl")])
+    code = """
+        from pathlib import Path
+        print(sorted(p.name for p in Path('/data').iterdir()), Path('/data/chunk/input.pkl').read_text())
+        Path('/data/chunk/result.pkl').write_text('out')
+        """
+    _, lines = _run(
+        api,
+        ns,
+        code,
+        volumes=[
+            Volume(type="bucket", source=f"{ns}/run", path="r1/shared", mount_path="/data", read_only=True),
+            Volume(type="bucket", source=f"{ns}/run", path="r1/chunks/7", mount_path="/data/chunk"),
+        ],
+    )
+    assert lines == ["['chunk', 'entry.py'] in"]
+    paths = sorted(f.path for f in api.list_bucket_tree(f"{ns}/run", recursive=True) if f.type == "file")
+    assert paths == ["r1/chunks/7/input.pkl", "r1/chunks/7/result.pkl", "r1/shared/entry.py"]
+
+
 def _read_mounted(path: str) -> str:
     return Path(path).read_text()
 
