@@ -6,8 +6,12 @@
 2. A map of N inputs with chunksize=1 (one job per input) on one sandboxed emulator: the time the first
    N/8 results took against the time the last N/8 took (goal: <= 1.3x). A job that copied or scanned
    every file of its run would make the last slice much slower than the first.
+3. The same growth test at the API level, with the volumes the engine gives each job of a map: the run's
+   shared folder read-only at /data and the job's own chunk folder read-write at /data/chunk (two bucket
+   volumes with `path` sub-folders), N jobs created at once: each job's running time (mounting, the
+   script, syncing back), first N/8 jobs against the last N/8.
 
-    .venv/bin/python benchmarks/emulator_sandbox.py [--runs 20] [--inputs 2000] [--max-running 2]
+    .venv/bin/python benchmarks/emulator_sandbox.py [--runs 20] [--inputs 2000] [--jobs 2000] [--max-running 2]
 """
 
 from __future__ import annotations
@@ -92,10 +96,70 @@ def growing_map(inputs: int, max_running: int) -> None:
     print(f"last / first: {last / first:.2f}x")
 
 
+JOB_SCRIPT = b"""
+from pathlib import Path
+x = int(Path("/data/chunk/input.txt").read_text())
+Path("/data/chunk/result.txt").write_text(str(x * x))
+"""
+
+
+def engine_layout(jobs: int, max_running: int) -> None:
+    from datetime import datetime
+
+    with Emulator(sandbox="on", max_running=max_running) as emu:
+        api, ns = HfApi(endpoint=emu.endpoint, token=emu.token), emu.user
+        bucket = f"{ns}/bench"
+        api.create_bucket(bucket)
+        files = [
+            (JOB_SCRIPT, "run/shared/job.py"),
+            *((str(i).encode(), f"run/chunks/{i}/input.txt") for i in range(jobs)),
+        ]
+        api.batch_bucket_files(bucket, add=files)
+        from huggingface_hub import Volume
+
+        ids = [
+            api.run_job(
+                image="python:3.12",
+                command=["python", "/data/job.py"],
+                volumes=[
+                    Volume(type="bucket", source=bucket, path="run/shared", mount_path="/data", read_only=True),
+                    Volume(type="bucket", source=bucket, path=f"run/chunks/{i}", mount_path="/data/chunk"),
+                ],
+                namespace=ns,
+            ).id
+            for i in range(jobs)
+        ]
+        deadline = time.monotonic() + 3600
+        while emu.jobs(stages=["SCHEDULING", "RUNNING"], limit=1) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        records = [emu.ctx.store.job(job_id) for job_id in ids]
+        results = len(emu.ctx.store.files(bucket, "run/chunks/")) - jobs
+
+    def at(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    if any(r is None or r["status"]["stage"] != "COMPLETED" for r in records):
+        raise SystemExit("a job did not complete")
+    running = [at(r["finishedAt"]) - at(r["startedAt"]) for r in records if r is not None]
+    slice_ = max(1, jobs // 8)
+    first, last = statistics.median(running[:slice_]), statistics.median(running[-slice_:])
+    print()
+    print(f"**3. {jobs} jobs, shared folder read-only + own chunk read-write, max_running={max_running}**")
+    print(f"({results} results stored)")
+    print()
+    print("| | median running ms per job |")
+    print("|---|---:|")
+    print(f"| first {slice_} jobs | {first * 1000:.0f} |")
+    print(f"| last {slice_} jobs | {last * 1000:.0f} |")
+    print()
+    print(f"last / first: {last / first:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--inputs", type=int, default=2000, help="inputs of the map (0: skip it)")
+    parser.add_argument("--jobs", type=int, default=2000, help="jobs of the API-level growth test (0: skip it)")
     parser.add_argument("--max-running", type=int, default=2)
     args = parser.parse_args()
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}")
@@ -103,6 +167,8 @@ def main() -> None:
     trivial_jobs(args.runs)
     if args.inputs:
         growing_map(args.inputs, args.max_running)
+    if args.jobs:
+        engine_layout(args.jobs, args.max_running)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ import psutil
 from . import _sandbox
 from ._hardware import GPU_CONTROL_DEVICES, flavor_env, gpu_count
 from ._logs import LogBook
+from ._process import end_leftover, human, kill_group, measure, slots_root, uv_cache_dir
 from ._store import Record, Store
 from ._util import Clock, iso
 from ._volumes import JobFailure, Mount, changes, mount_all, remove, translate
@@ -41,7 +41,6 @@ from ._xet import XetStorage
 
 TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
 DEFAULT_TIMEOUT = 30 * 60  # the platform's default when a job sets none
-_KILL_GRACE = 1.0
 # The host variables a job gets: what uv needs to reach (or not) a package index, nothing else.
 PASSTHROUGH_ENV = (
     "SSL_CERT_FILE",
@@ -97,7 +96,7 @@ class Runtime:
     ) -> None:
         self._store, self._storage, self._logs, self._clock = store, storage, logs, clock
         self._root = root
-        self._slots = _slots_root(root)
+        self._slots = slots_root(root)
         self._endpoint = endpoint  # the emulator's own address: jobs reach "the Hub" there
         self._publish = publish  # stores files into a bucket, as an upload through Xet would
         self.max_running = max_running
@@ -115,7 +114,7 @@ class Runtime:
     def start(self) -> None:
         # What an emulator that died on this state directory left running ends before any slot is reused.
         for job_id, pid, started in self._store.processes():
-            _end_leftover(pid, started)
+            end_leftover(pid, started)
             self._store.forget_process(job_id)
         # Jobs that were running when the emulator last stopped cannot be resumed: say so.
         for job in self._store.jobs(stages=["RUNNING"]):
@@ -132,7 +131,7 @@ class Runtime:
             run.kill_reason = "The emulator stopped while this job was running"
             run.cancel.set()
             if run.process is not None:
-                _kill_group(run.process, graceful=False)
+                kill_group(run.process, graceful=False)
         for run in running:
             run.done.wait(10)
         self._dispatcher.join(5)
@@ -177,7 +176,7 @@ class Runtime:
             run.cancel.set()
             process = run.process
         if process is not None:
-            _kill_group(process, graceful=True)
+            kill_group(process, graceful=True)
         run.done.wait(wait)
 
     def kill(self, job_id: str, reason: str) -> bool:
@@ -187,7 +186,7 @@ class Runtime:
         if run is None or run.process is None:
             return False
         run.kill_reason = reason
-        _kill_group(run.process, graceful=False)
+        kill_group(run.process, graceful=False)
         return True
 
     def metrics(self, job_id: str) -> dict[str, Any] | None:
@@ -306,7 +305,11 @@ class Runtime:
         env = self._environment(job, run, mounts)
         if self.sandbox:
             self._check_command(argv[0], env["PATH"])
-            command, cwd = _sandbox.command(self._layout(run, env, mounts), argv), None
+            layout = _sandbox.Layout(run.folder / "root", hostname=f"r-{run.job_id[:12]}")
+            _sandbox.add_tools(layout, self._bin, env)
+            _sandbox.add_volumes(layout, mounts)
+            layout.devices = [*(f"/dev/nvidia{gpu}" for gpu in run.gpus), *(GPU_CONTROL_DEVICES if run.gpus else ())]
+            command, cwd = _sandbox.command(layout, argv), None
         else:
             argv = [translate(a, mounts) for a in argv]
             command, cwd = [self._host_command(argv[0], env["PATH"]), *argv[1:]], run.folder / "work"
@@ -321,7 +324,7 @@ class Runtime:
             suffix = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
             if self.sandbox:  # every attempt starts from a fresh container; volumes keep what was written
                 remove(run.folder / "root")
-                self._prepare_root(run.folder / "root")
+                _sandbox.prepare(run.folder / "root", self._bin / "python")
             self._logs.append(job["id"], f"===== Job started at {iso(self._clock.now())}{suffix} =====")
             stage, message, retryable = self._spawn(run, command, env, cwd, timeout)
             if not retryable:
@@ -349,42 +352,6 @@ class Runtime:
         system = [p for p in path.split(":") if p != _sandbox.BIN]
         if shutil.which(name, path=os.pathsep.join(system)) is None:
             raise self._not_found(name)
-
-    def _prepare_root(self, root: Path) -> None:
-        _sandbox.prepare(root)
-        python = Path(os.path.realpath(self._bin / "python"))
-        (root / _sandbox.BIN.lstrip("/") / "python").symlink_to(python)
-        (root / _sandbox.BIN.lstrip("/") / "python3").symlink_to(python)
-
-    def _layout(self, run: _Running, env: dict[str, str], mounts: list[Mount]) -> _sandbox.Layout:
-        """What the job's sandbox binds: the interpreter, uv and its cache, certificates, volumes, GPUs."""
-        layout = _sandbox.Layout(run.folder / "root", hostname=f"r-{run.job_id[:12]}")
-        prefix = os.path.realpath(sys.base_prefix)
-        if not _sandbox.covered(prefix, []):
-            layout.binds.append(_sandbox.Bind(Path(prefix), prefix))
-        layout.binds.append(_sandbox.Bind(Path(os.path.realpath(self._bin / "uv")), f"{_sandbox.BIN}/uv"))
-        cache = env["UV_CACHE_DIR"]
-        Path(cache).mkdir(parents=True, exist_ok=True)
-        layout.binds.append(_sandbox.Bind(Path(cache), cache, read_only=False))
-        for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):  # certificates outside the system folders
-            value = env.get(name, "")
-            if value.startswith("/") and os.path.exists(value) and not _sandbox.covered(value, ["/etc"]):
-                layout.binds.append(_sandbox.Bind(Path(value), value))
-        for mount in reversed(mounts):  # shortest mount path first: a volume may sit inside another
-            if not mount.files:  # its mount point must exist before the outer volume is bound read-only
-                for inner in mounts:
-                    rel = os.path.relpath(inner.mount_path, mount.mount_path)
-                    if inner is not mount and not rel.startswith(".."):
-                        (mount.local / rel).mkdir(parents=True, exist_ok=True)
-            if mount.files:
-                layout.binds += [
-                    _sandbox.Bind(src, f"{mount.mount_path.rstrip('/')}/{rel}") for rel, src in mount.files.items()
-                ]
-            else:
-                layout.binds.append(_sandbox.Bind(mount.local, mount.mount_path, mount.read_only))
-        if run.gpus:
-            layout.devices = [*(f"/dev/nvidia{gpu}" for gpu in run.gpus), *GPU_CONTROL_DEVICES]
-        return layout
 
     def _spawn(
         self, run: _Running, command: list[str], env: dict[str, str], cwd: Path | None, timeout: float
@@ -415,14 +382,14 @@ class Runtime:
         for reader in readers:
             reader.start()
         if run.cancel.is_set():  # cancelled while starting: `cancel` found no process to signal
-            _kill_group(process, graceful=True)
+            kill_group(process, graceful=True)
         # A blocking wait returns the moment the process exits (Popen.wait with a timeout polls, up to
         # 50 ms late); the timeout, cancel and kill signal the process group from their own threads.
         timed_out = threading.Event()
 
         def expire() -> None:
             timed_out.set()
-            _kill_group(process, graceful=True)
+            kill_group(process, graceful=True)
 
         timer = threading.Timer(timeout, expire)
         timer.daemon = True
@@ -433,7 +400,7 @@ class Runtime:
             timer.cancel()
         # A container ends with its main process: background children it left must not linger
         # (nor hold the log pipes open). In the sandbox the kernel has ended them with its PID namespace.
-        _kill_group(process, graceful=False)
+        kill_group(process, graceful=False)
         for reader in readers:
             reader.join(5)  # every line is in the log before the stage changes
         run.process = None
@@ -448,7 +415,7 @@ class Runtime:
             reason, run.kill_reason = run.kill_reason, None
             return "ERROR", reason, True
         if timed_out.is_set():
-            return "ERROR", f"Job timed out after {_human(timeout)} (timeoutSeconds={int(timeout)})", False
+            return "ERROR", f"Job timed out after {human(timeout)} (timeoutSeconds={int(timeout)})", False
         if code == 0:
             return "COMPLETED", None, False
         if code < 0:
@@ -465,7 +432,7 @@ class Runtime:
     def _environment(self, job: Record, run: _Running, mounts: list[Mount]) -> dict[str, str]:
         """The platform's variables, the job's own and its secrets: nothing else of the host's."""
         env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
-        cache = os.environ.get("UV_CACHE_DIR") or _uv_cache_dir()
+        cache = os.environ.get("UV_CACHE_DIR") or uv_cache_dir()
         if self.sandbox:
             env.update({"PATH": _sandbox.PATH, "HOME": _sandbox.HOME, "LANG": "C.UTF-8", "UV_CACHE_DIR": cache})
         else:
@@ -512,36 +479,11 @@ class Runtime:
                 if run.process is None:
                     continue
                 with contextlib.suppress(psutil.Error):
-                    run.sample = self._measure(run, total_memory)
+                    run.sample = measure(run.process.pid, run.ps, total_memory, run.job_id)
             for _ in range(20):  # one sample a second, but notice `stop()` at once
                 if self._stopping:
                     break
                 time.sleep(0.05)
-
-    @staticmethod
-    def _measure(run: _Running, total_memory: int) -> dict[str, Any]:
-        assert run.process is not None
-        root = psutil.Process(run.process.pid)
-        cpu = rss = 0.0
-        seen = {}
-        for proc in [root, *root.children(recursive=True)]:
-            known = run.ps.get(proc.pid, proc)  # keep the object: cpu_percent measures since its last call
-            seen[proc.pid] = known
-            with contextlib.suppress(psutil.Error):
-                cpu += known.cpu_percent(None)
-                rss += known.memory_info().rss
-        run.ps = seen
-        cores = os.cpu_count() or 1
-        return {
-            "cpu_usage_pct": round(cpu / cores, 1),
-            "cpu_millicores": int(cpu * 10),
-            "memory_used_bytes": int(rss),
-            "memory_total_bytes": total_memory,
-            "rx_bps": 0,
-            "tx_bps": 0,
-            "gpus": {gpu: {} for gpu in run.gpus},
-            "replica": run.job_id[-5:],
-        }
 
     # -- helpers -----------------------------------------------------------------------------------
     @staticmethod
@@ -557,62 +499,3 @@ class Runtime:
                 link.unlink()
             link.symlink_to(target)
         return path
-
-
-def _slots_root(state: Path) -> Path:
-    """The user's cache (shared slots), or the emulator's state directory where that cannot be written."""
-    try:
-        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        shared = Path(cache) / "hfremote" / "emulator-slots"
-        shared.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=shared):
-            return shared
-    except (OSError, RuntimeError):  # no writable cache, or no home directory
-        own = state / "slots"
-        own.mkdir(parents=True, exist_ok=True)
-        return own
-
-
-def _kill_group(process: subprocess.Popen[bytes], graceful: bool) -> None:
-    """Signal the whole process group: `uv run` starts python as a child, and both must go."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if graceful:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(_KILL_GRACE)
-                # the leader is gone; make sure nothing it started lingers
-                os.killpg(process.pid, signal.SIGKILL)
-                return
-            except subprocess.TimeoutExpired:
-                pass
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-def _end_leftover(pid: int, started: float) -> None:
-    """Kill the process group a previous emulator recorded, if that process is still the same one."""
-    try:
-        if abs(psutil.Process(pid).create_time() - started) > 0.01:
-            return  # the pid was reused by another program
-    except psutil.Error:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-_UV_CACHE: list[str] = []
-
-
-def _uv_cache_dir() -> str:
-    if not _UV_CACHE:
-        from uv import find_uv_bin
-
-        out = subprocess.run([find_uv_bin(), "cache", "dir"], capture_output=True, text=True, check=False)
-        _UV_CACHE.append(out.stdout.strip() or str(Path.home() / ".cache" / "uv"))
-    return _UV_CACHE[0]
-
-
-def _human(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"

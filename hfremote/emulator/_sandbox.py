@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HFRemoteError
+from ._volumes import Mount
 
 MODES = ("auto", "on", "off")
 ENV_MODE = "HFREMOTE_EMULATOR_SANDBOX"  # the default of `Emulator(sandbox=...)`: lets a suite run with it off
@@ -59,6 +60,7 @@ _ETC = (
     "debian_version",
     "lsb-release",
 )
+ETC = tuple(f"/etc/{name}" for name in _ETC)
 _PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 _GROUP = "root:x:0:\nnogroup:x:65534:\n"
 
@@ -139,14 +141,44 @@ def _identity() -> list[str]:
     return [] if os.geteuid() == 0 else ["--unshare-user", "--uid", "0", "--gid", "0"]
 
 
-def prepare(root: Path) -> None:
-    """The job's root folder: /tmp, /etc with root as its only user, and the folders binds go into."""
+def prepare(root: Path, python: Path) -> None:
+    """The job's root folder: /tmp, /etc with root as its only user, `python` on PATH, mount points."""
     for sub, mode in (("tmp", 0o1777), ("etc", 0o755), ("root", 0o700), (BIN.lstrip("/"), 0o755)):
         path = root / sub
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(mode)
     (root / "etc" / "passwd").write_text(_PASSWD)
     (root / "etc" / "group").write_text(_GROUP)
+    for name in ("python", "python3"):
+        (root / BIN.lstrip("/") / name).symlink_to(os.path.realpath(python))
+
+
+def add_tools(layout: Layout, bin_dir: Path, env: dict[str, str]) -> None:
+    """The interpreter's folder (where its `python` link points), uv, uv's cache, certificates."""
+    prefix = os.path.realpath(sys.base_prefix)
+    if not covered(prefix, []):
+        layout.binds.append(Bind(Path(prefix), prefix))
+    layout.binds.append(Bind(Path(os.path.realpath(bin_dir / "uv")), f"{BIN}/uv"))
+    cache = env["UV_CACHE_DIR"]
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    layout.binds.append(Bind(Path(cache), cache, read_only=False))
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):  # certificates outside the system folders
+        value = env.get(name, "")
+        if value.startswith("/") and os.path.exists(value) and not covered(value, ETC):
+            layout.binds.append(Bind(Path(value), value))
+
+
+def add_volumes(layout: Layout, mounts: list[Mount]) -> None:
+    """Each volume at its mount path; the shortest path first, as a volume may sit inside another."""
+    for mount in sorted(mounts, key=lambda m: len(m.mount_path)):
+        if mount.files:  # a repo snapshot: its files, whose targets are in the cache's blobs folder
+            layout.binds += [Bind(src, f"{mount.mount_path.rstrip('/')}/{rel}") for rel, src in mount.files.items()]
+            continue
+        for inner in mounts:  # inner mount points must exist before this volume is bound read-only
+            rel = os.path.relpath(inner.mount_path, mount.mount_path)
+            if inner is not mount and not rel.startswith(".."):
+                (mount.local / rel).mkdir(parents=True, exist_ok=True)
+        layout.binds.append(Bind(mount.local, mount.mount_path, mount.read_only))
 
 
 def command(layout: Layout, argv: list[str], cwd: str = "/") -> list[str]:
@@ -167,8 +199,8 @@ def command(layout: Layout, argv: list[str], cwd: str = "/") -> list[str]:
     ]
     for path in _SYSTEM:
         args += _mirror(path)
-    for name in _ETC:
-        args += _mirror(f"/etc/{name}", keep_links=False)
+    for path in ETC:
+        args += _mirror(path, keep_links=False)
     args += ["--ro-bind-try", "/sys", "/sys", "--dev", "/dev", "--proc", "/proc"]
     for device in layout.devices:
         args += ["--dev-bind-try", device, device]
@@ -183,7 +215,7 @@ def _mirror(path: str, keep_links: bool = True) -> list[str]:
     A link stays a link (merged /usr) where its target is in the sandbox too; otherwise (e.g. a
     resolv.conf under /run) what it points to is bound in its place.
     """
-    if os.path.islink(path) and (keep_links or covered(os.path.realpath(path), ["/etc"])):
+    if os.path.islink(path) and (keep_links or covered(os.path.realpath(path), ETC)):
         return ["--symlink", os.readlink(path), path]
     if os.path.exists(path):
         return ["--ro-bind", path, path]
