@@ -323,7 +323,8 @@ class Runtime:
                 break
             suffix = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
             if self.sandbox:  # every attempt starts from a fresh container; volumes keep what was written
-                remove(run.folder / "root")
+                if attempt > 1:
+                    remove(run.folder / "root")
                 _sandbox.prepare(run.folder / "root", self._bin / "python")
             self._logs.append(job["id"], f"===== Job started at {iso(self._clock.now())}{suffix} =====")
             stage, message, retryable = self._spawn(run, command, env, cwd, timeout)

@@ -139,11 +139,13 @@ def translate(text: str, mounts: list[Mount]) -> str:
 
 
 def remove(folder: Path) -> None:
-    """Delete a job's folder, read-only volume copies included."""
-    for dirpath, dirnames, _ in os.walk(folder):
-        for name in dirnames:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                with contextlib.suppress(OSError):
-                    os.chmod(path, 0o755)
-    shutil.rmtree(folder, ignore_errors=True)
+    """Delete a job's folder, read-only volume copies (folders made 0555) included."""
+
+    def retry(function: Any, path: str, _: Any) -> None:
+        with contextlib.suppress(OSError):  # in a read-only folder: make the folder writable, try again
+            os.chmod(os.path.dirname(path), 0o755)
+            function(path)
+
+    shutil.rmtree(folder, onerror=retry)  # (onexc from Python 3.12; onerror still works there)
+    if folder.exists():  # what even a retry could not delete: one more pass, best effort
+        shutil.rmtree(folder, ignore_errors=True)
