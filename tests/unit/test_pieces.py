@@ -105,3 +105,12 @@ def test_sandbox_command_binds_the_system_read_only_and_volumes_at_their_paths(t
     assert "/home" not in args and "--bind /usr" not in args  # the system is read-only, homes are not there
     assert argv[-4:] == ["--", "uv", "run", "/data/entry.py"]
     assert _sandbox.covered("/usr/lib/python3", []) and not _sandbox.covered("/root/.pyenv", ["/etc"])
+
+
+def test_sandbox_where_bubblewrap_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_sandbox, "unavailable", lambda: "bubblewrap needs Linux, this is darwin")
+    boxed, notice = _sandbox.resolve("auto")
+    assert not boxed and notice is not None
+    assert "host processes" in notice and "darwin" in notice and "\n" not in notice  # one line
+    with pytest.raises(_sandbox.SandboxUnavailable, match=r"cannot run here: bubblewrap needs Linux.*sandbox='off'"):
+        _sandbox.resolve("on")
