@@ -108,6 +108,9 @@ class Runtime:
         self._stopping = False
         self.on_job_started: Callable[[str], None] | None = None  # fault injection hooks in here
         self._bin = self._make_bin(root / "bin")
+        self._volumes = root / "volumes"
+        # Read-write volumes as overlays where this file system takes them; copies elsewhere.
+        self._overlay = sandbox and _sandbox.overlay_works(self._volumes / ".probe")
         self._dispatcher = threading.Thread(target=self._dispatch, name="emulator-dispatch", daemon=True)
         self._sampler = threading.Thread(target=self._sample, name="emulator-metrics", daemon=True)
 
@@ -116,6 +119,7 @@ class Runtime:
         for job_id, pid, started in self._store.processes():
             end_leftover(pid, started)
             self._store.forget_process(job_id)
+        remove(self._volumes)  # the volumes of jobs that were running: none of their processes is left
         # Jobs that were running when the emulator last stopped cannot be resumed: say so.
         for job in self._store.jobs(stages=["RUNNING"]):
             self._finish(job, "ERROR", "The emulator stopped while this job was running")
@@ -271,7 +275,12 @@ class Runtime:
         mounts: list[Mount] = []
         try:
             mounts = mount_all(
-                job.get("volumes") or [], run.folder / "mounts", self._store, self._storage, self.sandbox
+                job.get("volumes") or [],
+                self._volumes / run.job_id,  # beside the stored files, so they can be linked
+                self._store,
+                self._storage,
+                self.sandbox,
+                self._overlay,
             )
             if self.on_job_started is not None:
                 self.on_job_started(run.job_id)
@@ -289,6 +298,7 @@ class Runtime:
                     stage, message = "ERROR", f"Could not save the job's files to the bucket: {e}"
             self._finish(job, stage, message)
             remove(run.folder)  # before the slot is free for the next job
+            remove(self._volumes / run.job_id)
             if run.slot_lock is not None:
                 run.slot_lock.close()  # releases the slot for other emulators
             with self._lock:

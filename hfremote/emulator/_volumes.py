@@ -1,10 +1,15 @@
 """A job's volumes: stored files laid out in a folder per volume, and what the job wrote synced back.
 
 Each file comes from the storage's whole copy of its bytes (decoded once per stored file, not once per
-job). A read-only volume in the sandbox gets hard links to those copies: its bind is read-only, so the
-job can neither write nor chmod them. A read-write volume, or any volume of a job that runs as a
-host process, gets copies, and a snapshot (size, mtime) of what it held: afterwards only files that
-are new or changed are stored, and only files that are gone are deleted.
+job), hard-linked, never copied, when the job runs in the sandbox:
+
+- read-only: the links, bound read-only (the job can neither write nor chmod them);
+- read-write: an overlay whose lower layer is the links and whose upper layer receives what the job
+  writes; afterwards the upper layer alone says what to store (its files) and what to delete (its
+  whiteouts), so the cost follows what the job wrote, not the size of the volume.
+
+A job that runs as a host process (or where the overlay cannot be mounted) gets copies and a snapshot
+(size, mtime) of them instead; afterwards files that are new or changed are stored, those gone deleted.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,27 +40,36 @@ class Mount:
     prefix: str = ""
     snapshot: dict[str, tuple[int, int]] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)  # a repo volume's files, bound one by one
+    upper: Path | None = None  # an overlay's upper layer and work folder (`local` is its lower layer)
+    work: Path | None = None
 
 
 def mount_all(
-    volumes: list[dict[str, Any]], folder: Path, store: Store, storage: XetStorage, link: bool
+    volumes: list[dict[str, Any]], folder: Path, store: Store, storage: XetStorage, link: bool, overlay: bool
 ) -> list[Mount]:
-    """Lay out every volume of a job under `folder`; longest mount path first."""
+    """Lay out every volume of a job under `folder` (on the storage's file system); longest mount path first.
+
+    `link`: the job runs in the sandbox (read-only links are safe); `overlay`: read-write volumes too.
+    """
     mounts = []
     for i, volume in enumerate(volumes):
         if volume.get("type") == "bucket":
-            mounts.append(_bucket(volume, folder / str(i), store, storage, link))
+            mounts.append(_bucket(volume, folder / str(i), store, storage, link, overlay))
         else:
             mounts.append(_repo(volume))
     return sorted(mounts, key=lambda m: -len(m.mount_path))
 
 
-def _bucket(volume: dict[str, Any], local: Path, store: Store, storage: XetStorage, link: bool) -> Mount:
+def _bucket(
+    volume: dict[str, Any], folder: Path, store: Store, storage: XetStorage, link: bool, overlay: bool
+) -> Mount:
     bucket = volume["source"]
     if store.bucket(bucket) is None:
         raise JobFailure(f"Bucket {bucket!r} of the volume at {volume['mountPath']} does not exist")
     prefix = f"{volume['path'].strip('/')}/" if (volume.get("path") or "").strip("/") else ""
     read_only = bool(volume.get("readOnly"))
+    layered = link and overlay and not read_only
+    local = folder / "lower" if layered else folder
     local.mkdir(parents=True, exist_ok=True)
     made: set[Path] = {local}
     for f in store.files(bucket, prefix):
@@ -63,10 +78,14 @@ def _bucket(volume: dict[str, Any], local: Path, store: Store, storage: XetStora
             dest.parent.mkdir(parents=True, exist_ok=True)
             made.add(dest.parent)
         source = storage.local_file(f["xetHash"])
-        if not (read_only and link and _link(source, dest)):
+        if not ((read_only or layered) and link and _link(source, dest)):
             shutil.copyfile(source, dest)
     mount = Mount(volume["mountPath"], local, read_only, None if read_only else bucket, prefix)
-    if read_only and not link:  # a host process: the permissions are all that stands in its way
+    if layered:
+        mount.upper, mount.work = folder / "upper", folder / "work"
+        mount.upper.mkdir()
+        mount.work.mkdir()
+    elif read_only and not link:  # a host process: the permissions are all that stands in its way
         for path in local.rglob("*"):
             path.chmod(0o555 if path.is_dir() else 0o444)
         local.chmod(0o555)
@@ -109,10 +128,70 @@ def _repo(volume: dict[str, Any]) -> Mount:
 
 def changes(mount: Mount) -> tuple[list[tuple[Path, str]], list[str]]:
     """(files to store as (local path, bucket path), bucket paths to delete) of a read-write volume."""
+    if mount.upper is not None:
+        return _overlay_changes(mount.local, mount.upper, mount.prefix)
     now = scan(mount.local)
     add = [(mount.local / rel, mount.prefix + rel) for rel, sig in now.items() if mount.snapshot.get(rel) != sig]
     delete = [mount.prefix + rel for rel in mount.snapshot if rel not in now]
     return add, delete
+
+
+def _xattr(path: str, name: str) -> bytes | None:
+    """An overlay attribute: `trusted.overlay.*` as root, `user.overlay.*` in a user namespace."""
+    for namespace in ("trusted", "user"):
+        with contextlib.suppress(OSError):
+            return os.getxattr(path, f"{namespace}.overlay.{name}", follow_symlinks=False)
+    return None
+
+
+def _overlay_changes(lower: Path, upper: Path, prefix: str) -> tuple[list[tuple[Path, str]], list[str]]:
+    """What a job changed, read from its overlay's upper layer alone (the kernel's overlayfs format).
+
+    A file there is new or was opened for writing (kept if its size or mtime differ from the lower
+    file's); a 0/0 character device is a deletion; an opaque folder replaced the lower one (what the
+    lower one held and the upper does not is deleted); a folder with a redirect is a moved lower one.
+    """
+    add: list[tuple[Path, str]] = []
+    delete: set[str] = set()
+
+    def lower_files(rel: str) -> list[str]:
+        base = lower / rel
+        if base.is_file():
+            return [rel]
+        return [f"{rel}/{name}" if rel else name for name in scan(base)] if base.is_dir() else []
+
+    for dirpath, dirnames, names in os.walk(upper):
+        rel_dir = os.path.relpath(dirpath, upper).replace(os.sep, "/")
+        rel_dir = "" if rel_dir == "." else rel_dir
+        if rel_dir and _xattr(dirpath, "opaque") == b"y":
+            kept = {f"{rel_dir}/{n}" for n in scan(Path(dirpath))}
+            delete.update(f for f in lower_files(rel_dir) if f not in kept)
+        for name in dirnames:
+            redirect = _xattr(os.path.join(dirpath, name), "redirect")
+            if redirect:  # a lower folder moved here: its files, unless the upper one holds newer ones
+                source = (
+                    redirect.decode().lstrip("/")
+                    if redirect.startswith(b"/")
+                    else f"{rel_dir}/{redirect.decode()}".lstrip("/")
+                )
+                target = f"{rel_dir}/{name}".lstrip("/")
+                for f in lower_files(source):
+                    moved = target + f[len(source) :]
+                    if not (upper / moved).exists():
+                        add.append((lower / f, moved))
+        for name in names:
+            path = os.path.join(dirpath, name)
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            st = os.lstat(path)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # a whiteout
+                delete.update(lower_files(rel))
+            elif stat.S_ISREG(st.st_mode) and _xattr(path, "metacopy") is None:  # metacopy: metadata only
+                before = lower / rel
+                old = before.stat() if before.is_file() else None
+                if old is None or (old.st_size, old.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+                    add.append((Path(path), rel))
+    added = {rel for _, rel in add}
+    return [(p, prefix + rel) for p, rel in add], sorted(prefix + rel for rel in delete if rel not in added)
 
 
 def scan(root: Path) -> dict[str, tuple[int, int]]:
@@ -142,8 +221,10 @@ def remove(folder: Path) -> None:
     """Delete a job's folder, read-only volume copies (folders made 0555) included."""
 
     def retry(function: Any, path: str, _: Any) -> None:
-        with contextlib.suppress(OSError):  # in a read-only folder: make the folder writable, try again
-            os.chmod(os.path.dirname(path), 0o755)
+        with contextlib.suppress(OSError):  # a read-only (or overlay work) folder: open it up, try again
+            for folder in (os.path.dirname(path), path):
+                if os.path.isdir(folder) and not os.path.islink(folder):
+                    os.chmod(folder, 0o755)
             function(path)
 
     shutil.rmtree(folder, onerror=retry)  # (onexc from Python 3.12; onerror still works there)

@@ -128,6 +128,44 @@ def test_a_read_write_volume_inside_a_read_only_one(sandboxed: Emulator, api: Hf
     assert paths == ["r1/chunks/7/input.pkl", "r1/chunks/7/result.pkl", "r1/shared/entry.py"]
 
 
+def test_read_write_volume_syncs_back_only_what_the_job_changed(sandboxed: Emulator, api: HfApi, ns: str) -> None:
+    bucket = f"{ns}/work"
+    api.create_bucket(bucket)
+    keep = [(f"keep-{i}".encode(), f"w/keep/{i}.txt") for i in range(50)]
+    api.batch_bucket_files(
+        bucket,
+        add=[*keep, (b"v1", "w/edit.txt"), (b"gone", "w/drop.txt"), (b"a", "w/dir/a.txt"), (b"b", "w/dir/b.txt")],
+    )
+    before = {f["path"]: f["uploadedAt"] for f in sandboxed.ctx.store.files(bucket)}
+    code = """
+        import os, shutil
+        from pathlib import Path
+        Path('/w/edit.txt').write_text('v2')
+        os.remove('/w/drop.txt')
+        shutil.rmtree('/w/dir')
+        os.mkdir('/w/dir')
+        Path('/w/dir/c.txt').write_text('c')
+        os.rename('/w/keep/0.txt', '/w/moved.txt')
+        open('/w/keep/1.txt', 'a').close()  # opened for writing, not changed
+        Path('/w/new/deep').mkdir(parents=True)
+        Path('/w/new/deep/n.txt').write_text('n')
+        print(sorted(os.listdir('/w')))
+        """
+    _, lines = _run(api, ns, code, volumes=[Volume(type="bucket", source=bucket, path="w", mount_path="/w")])
+    assert lines == ["['dir', 'edit.txt', 'keep', 'moved.txt', 'new']"]
+    after = {f["path"]: f["uploadedAt"] for f in sandboxed.ctx.store.files(bucket)}
+    expected = {f"w/keep/{i}.txt" for i in range(1, 50)} | {"w/edit.txt", "w/dir/c.txt", "w/moved.txt"}
+    assert set(after) == expected | {"w/new/deep/n.txt"}
+    untouched = {p for p in expected if p.startswith("w/keep/")}
+    assert all(after[p] == before[p] for p in untouched)  # nothing re-stored but what the job wrote
+    got = {
+        p: sandboxed.ctx.storage.local_file(f["xetHash"]).read_bytes()
+        for f in sandboxed.ctx.store.files(bucket)
+        for p in [f["path"]]
+    }
+    assert (got["w/edit.txt"], got["w/moved.txt"], got["w/dir/c.txt"]) == (b"v2", b"keep-0", b"c")
+
+
 def _read_mounted(path: str) -> str:
     return Path(path).read_text()
 
