@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 
 from .emulator import Emulator, Faults
+from .emulator._sandbox import mode_from as sandbox_mode
 from .errors import HFRemoteError
 
 
@@ -27,6 +28,11 @@ def _emulator(args: argparse.Namespace) -> int:
         return 2
     if args.max_running is not None and args.max_running < 1:
         print("hfremote emulator: --max-running must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        sandbox_mode(args.sandbox)  # an invalid $HFREMOTE_EMULATOR_SANDBOX is refused here, before anything starts
+    except ValueError as e:
+        print(f"hfremote emulator: {e}", file=sys.stderr)
         return 2
     emu = Emulator(
         args.state_dir,

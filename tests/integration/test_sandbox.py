@@ -371,3 +371,13 @@ def test_sandbox_option_is_checked(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv("HFREMOTE_EMULATOR_SANDBOX", "sometimes")
     with pytest.raises(ValueError, match="HFREMOTE_EMULATOR_SANDBOX"):
         Emulator(tmp_path / "c")
+
+
+def test_emulator_command_refuses_a_bad_sandbox_setting_before_starting(tmp_path: Path) -> None:
+    env = {**os.environ, "HFREMOTE_EMULATOR_SANDBOX": "bogus"}
+    args = [sys.executable, "-m", "hfremote.cli", "emulator", "--port", "0", "--state-dir", str(tmp_path / "s")]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert (
+        done.returncode == 2 and "HFREMOTE_EMULATOR_SANDBOX 'bogus'" in done.stderr and "auto, on, off" in done.stderr
+    )
+    assert not (tmp_path / "s").exists()

@@ -114,3 +114,9 @@ def test_sandbox_where_bubblewrap_cannot_run(monkeypatch: pytest.MonkeyPatch) ->
     assert "host processes" in notice and "darwin" in notice and "\n" not in notice  # one line
     with pytest.raises(_sandbox.SandboxUnavailable, match=r"cannot run here: bubblewrap needs Linux.*sandbox='off'"):
         _sandbox.resolve("on")
+
+
+def test_gpus_option_of_the_emulator_command() -> None:
+    from hfremote.cli import _gpus
+
+    assert (_gpus(None), _gpus("none"), _gpus("4"), _gpus("0, 2")) == (None, [], 4, ["0", "2"])
