@@ -66,6 +66,10 @@ def trivial_jobs(runs: int) -> None:
         print(f"| {name} | {med * 1000:.0f} | {spread} | {med / base:.2f} |")
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / max(1, len(values))
+
+
 def square(x: int) -> int:
     return x * x
 
@@ -76,10 +80,11 @@ def growing_map(inputs: int, max_running: int) -> None:
         fn = remote(timeout=300)(square)
         list(fn.map(range(4), chunksize=1, logs="none"))  # warm-up: uv's environment, the bucket
         start = time.perf_counter()
-        arrivals = []
+        arrivals, loads = [], []
         for i, value in enumerate(fn.map(range(inputs), chunksize=1, logs="none")):
             assert value == i * i
             arrivals.append(time.perf_counter() - start)
+            loads.append(os.getloadavg()[0])  # the machine is shared: say how busy it was meanwhile
         hfremote.configure()
     slice_ = max(1, inputs // 8)
     first = arrivals[slice_ - 1]
@@ -87,11 +92,11 @@ def growing_map(inputs: int, max_running: int) -> None:
     print()
     print(f"**2. map of {inputs} inputs, chunksize=1, max_running={max_running}, sandboxed**")
     print()
-    print("| | s | ms per input |")
-    print("|---|---:|---:|")
-    print(f"| first {slice_} results | {first:.1f} | {first / slice_ * 1000:.0f} |")
-    print(f"| last {slice_} results | {last:.1f} | {last / slice_ * 1000:.0f} |")
-    print(f"| whole map | {arrivals[-1]:.1f} | {arrivals[-1] / inputs * 1000:.0f} |")
+    print("| | s | ms per input | load average (1 min) |")
+    print("|---|---:|---:|---:|")
+    print(f"| first {slice_} results | {first:.1f} | {first / slice_ * 1000:.0f} | {_mean(loads[:slice_]):.1f} |")
+    print(f"| last {slice_} results | {last:.1f} | {last / slice_ * 1000:.0f} | {_mean(loads[-slice_:]):.1f} |")
+    print(f"| whole map | {arrivals[-1]:.1f} | {arrivals[-1] / inputs * 1000:.0f} | {_mean(loads):.1f} |")
     print()
     print(f"last / first: {last / first:.2f}x")
 
@@ -130,8 +135,14 @@ def engine_layout(jobs: int, max_running: int) -> None:
             for i in range(jobs)
         ]
         deadline = time.monotonic() + 3600
-        while emu.jobs(stages=["SCHEDULING", "RUNNING"], limit=1) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        loads: dict[str, float] = {}  # job id -> load average when it was seen running
+        while time.monotonic() < deadline:
+            running = emu.jobs(stages=["RUNNING"])
+            for job in running:
+                loads.setdefault(job["id"], os.getloadavg()[0])
+            if not running and not emu.jobs(stages=["SCHEDULING"], limit=1):
+                break
+            time.sleep(0.2)
         records = [emu.ctx.store.job(job_id) for job_id in ids]
         results = len(emu.ctx.store.files(bucket, "run/chunks/")) - jobs
 
@@ -147,10 +158,12 @@ def engine_layout(jobs: int, max_running: int) -> None:
     print(f"**3. {jobs} jobs, shared folder read-only + own chunk read-write, max_running={max_running}**")
     print(f"({results} results stored)")
     print()
-    print("| | median running ms per job |")
-    print("|---|---:|")
-    print(f"| first {slice_} jobs | {first * 1000:.0f} |")
-    print(f"| last {slice_} jobs | {last * 1000:.0f} |")
+    load_first = _mean([loads[i] for i in ids[:slice_] if i in loads])
+    load_last = _mean([loads[i] for i in ids[-slice_:] if i in loads])
+    print("| | median running ms per job | load average (1 min) |")
+    print("|---|---:|---:|")
+    print(f"| first {slice_} jobs | {first * 1000:.0f} | {load_first:.1f} |")
+    print(f"| last {slice_} jobs | {last * 1000:.0f} | {load_last:.1f} |")
     print()
     print(f"last / first: {last / first:.2f}x")
 
