@@ -36,7 +36,7 @@ from ._logs import LogBook
 from ._process import end_leftover, human, kill_group, measure, slots_root, uv_cache_dir
 from ._store import Record, Store
 from ._util import Clock, iso
-from ._volumes import JobFailure, Mount, changes, mount_all, remove, translate
+from ._volumes import JobFailure, Mount, Views, changes, mount_all, release, remove, translate
 from ._xet import XetStorage
 
 TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
@@ -111,6 +111,7 @@ class Runtime:
         self._volumes = root / "volumes"
         # Read-write volumes as overlays where this file system takes them; copies elsewhere.
         self._overlay = sandbox and _sandbox.overlay_works(self._volumes / ".probe")
+        self._views = Views(root / "views", store, storage) if sandbox else None
         self._dispatcher = threading.Thread(target=self._dispatch, name="emulator-dispatch", daemon=True)
         self._sampler = threading.Thread(target=self._sample, name="emulator-metrics", daemon=True)
 
@@ -120,6 +121,7 @@ class Runtime:
             end_leftover(pid, started)
             self._store.forget_process(job_id)
         remove(self._volumes)  # the volumes of jobs that were running: none of their processes is left
+        remove(self._root / "views")
         # Jobs that were running when the emulator last stopped cannot be resumed: say so.
         for job in self._store.jobs(stages=["RUNNING"]):
             self._finish(job, "ERROR", "The emulator stopped while this job was running")
@@ -279,7 +281,7 @@ class Runtime:
                 self._volumes / run.job_id,  # beside the stored files, so they can be linked
                 self._store,
                 self._storage,
-                self.sandbox,
+                self._views,
                 self._overlay,
             )
             if self.on_job_started is not None:
@@ -296,6 +298,7 @@ class Runtime:
             except Exception as e:
                 if stage == "COMPLETED":
                     stage, message = "ERROR", f"Could not save the job's files to the bucket: {e}"
+            release(mounts, self._views)
             self._finish(job, stage, message)
             remove(run.folder)  # before the slot is free for the next job
             remove(self._volumes / run.job_id)

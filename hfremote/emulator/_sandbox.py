@@ -189,7 +189,9 @@ def add_volumes(layout: Layout, mounts: list[Mount]) -> None:
         if mount.files:  # a repo snapshot: its files, whose targets are in the cache's blobs folder
             layout.binds += [Bind(src, f"{mount.mount_path.rstrip('/')}/{rel}") for rel, src in mount.files.items()]
             continue
-        for inner in mounts:  # inner mount points must exist before this volume is bound read-only
+        # Inner mount points must exist before this volume is bound read-only (an empty folder, which
+        # other jobs that mount the same bucket folder may see too).
+        for inner in mounts:
             rel = os.path.relpath(inner.mount_path, mount.mount_path)
             if inner is not mount and not rel.startswith(".."):
                 (mount.local / rel).mkdir(parents=True, exist_ok=True)

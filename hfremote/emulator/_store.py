@@ -44,6 +44,16 @@ CREATE TABLE IF NOT EXISTS bucket_files (
     PRIMARY KEY (bucket_id, path));
 CREATE TABLE IF NOT EXISTS xet_files (hash TEXT PRIMARY KEY, size INTEGER NOT NULL, segments TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS processes (job_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, started REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS bucket_versions (bucket_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS bucket_files_added AFTER INSERT ON bucket_files BEGIN
+    INSERT INTO bucket_versions VALUES (NEW.bucket_id, 1)
+    ON CONFLICT (bucket_id) DO UPDATE SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS bucket_files_changed AFTER UPDATE ON bucket_files BEGIN
+    INSERT INTO bucket_versions VALUES (NEW.bucket_id, 1)
+    ON CONFLICT (bucket_id) DO UPDATE SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS bucket_files_deleted AFTER DELETE ON bucket_files BEGIN
+    INSERT INTO bucket_versions VALUES (OLD.bucket_id, 1)
+    ON CONFLICT (bucket_id) DO UPDATE SET version = version + 1; END;
 """
 
 
@@ -274,6 +284,11 @@ class Store:
             "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM bucket_files WHERE bucket_id = ?", (bucket_id,)
         )
         return int(rows[0][0]), int(rows[0][1])
+
+    def bucket_version(self, bucket_id: str) -> int:
+        """A number that changes whenever any file of the bucket does (triggers count every write)."""
+        rows = self._query("SELECT version FROM bucket_versions WHERE bucket_id = ?", (bucket_id,))
+        return int(rows[0][0]) if rows else 0
 
     def put_file(
         self,

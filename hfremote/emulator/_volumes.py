@@ -8,8 +8,11 @@ job), hard-linked, never copied, when the job runs in the sandbox:
   writes; afterwards the upper layer alone says what to store (its files) and what to delete (its
   whiteouts), so the cost follows what the job wrote, not the size of the volume.
 
-A job that runs as a host process (or where the overlay cannot be mounted) gets copies and a snapshot
-(size, mtime) of them instead; afterwards files that are new or changed are stored, those gone deleted.
+The links of a bucket folder form a view that outlives the job (`Views`): the next job that mounts the
+same folder finds it ready, brought up to date with what changed in the bucket since, so mounting costs
+nothing more when the folder holds many files. A job that runs as a host process (or where the overlay
+cannot be mounted) gets copies and a snapshot (size, mtime) of them instead; afterwards files that are
+new or changed are stored, those gone deleted.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import os
 import re
 import shutil
 import stat
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,55 +47,154 @@ class Mount:
     files: dict[str, Path] = field(default_factory=dict)  # a repo volume's files, bound one by one
     upper: Path | None = None  # an overlay's upper layer and work folder (`local` is its lower layer)
     work: Path | None = None
+    view: tuple[str, str] | None = None  # the (bucket, prefix) view `local` is, while the job holds it
+
+
+@dataclass
+class _View:
+    folder: Path
+    files: dict[str, str] = field(default_factory=dict)  # path in the folder -> xet hash linked there
+    version: int = -1  # the bucket's version it was brought up to date with
+    users: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Views:
+    """Hard-link trees of bucket folders, kept between jobs and refreshed by what changed in the bucket.
+
+    A job binds a view read-only, or uses it as the lower layer of its overlay: never written through.
+    A refresh while other jobs use the view only adds, replaces (a new link renamed over the old: open
+    files keep their bytes) or removes links, as a bucket changes under a mount on the platform.
+    """
+
+    def __init__(self, root: Path, store: Store, storage: XetStorage, keep: int = 64) -> None:
+        self._root, self._store, self._storage, self._keep = root, store, storage, keep
+        self._lock = threading.Lock()
+        self._views: OrderedDict[tuple[str, str], _View] = OrderedDict()
+        self._made = 0
+
+    def acquire(self, bucket: str, prefix: str) -> tuple[tuple[str, str], Path]:
+        with self._lock:
+            view = self._views.get((bucket, prefix))
+            if view is None:
+                self._made += 1
+                view = self._views[(bucket, prefix)] = _View(self._root / str(self._made))
+            self._views.move_to_end((bucket, prefix))
+            view.users += 1
+        try:
+            with view.lock:
+                self._refresh(bucket, prefix, view)
+        except BaseException:
+            self.release((bucket, prefix))
+            raise
+        return (bucket, prefix), view.folder
+
+    def release(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._views[key].users -= 1
+            idle = [k for k, v in self._views.items() if v.users == 0]
+            for k in idle[: max(0, len(self._views) - self._keep)]:  # the least recently used first
+                remove(self._views.pop(k).folder)
+
+    def _refresh(self, bucket: str, prefix: str, view: _View) -> None:
+        version = self._store.bucket_version(bucket)  # read first: a change during the listing is seen next time
+        if version == view.version:
+            return
+        now = {f["path"][len(prefix) :]: f["xetHash"] for f in self._store.files(bucket, prefix)}
+        view.folder.mkdir(parents=True, exist_ok=True)
+        for rel in [rel for rel in view.files if rel not in now]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(view.folder / rel)
+            _prune(view.folder, (view.folder / rel).parent)
+        for rel, xet_hash in now.items():
+            if view.files.get(rel) != xet_hash:
+                dest = view.folder / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_name(f".{dest.name}.{threading.get_ident()}.new")
+                source = self._storage.local_file(xet_hash)
+                if not _link(source, tmp):
+                    shutil.copyfile(source, tmp)
+                os.replace(tmp, dest)
+        view.files, view.version = now, version
+
+
+def _prune(root: Path, folder: Path) -> None:
+    """Remove `folder` and its parents up to `root` while they are empty (a bucket has no empty folders)."""
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
 
 
 def mount_all(
-    volumes: list[dict[str, Any]], folder: Path, store: Store, storage: XetStorage, link: bool, overlay: bool
+    volumes: list[dict[str, Any]],
+    folder: Path,
+    store: Store,
+    storage: XetStorage,
+    views: Views | None,
+    overlay: bool,
 ) -> list[Mount]:
     """Lay out every volume of a job under `folder` (on the storage's file system); longest mount path first.
 
-    `link`: the job runs in the sandbox (read-only links are safe); `overlay`: read-write volumes too.
+    `views`: the job runs in the sandbox, where bucket folders are views bound read-only (or under an
+    overlay, when `overlay`); without, it gets copies.
     """
-    mounts = []
-    for i, volume in enumerate(volumes):
-        if volume.get("type") == "bucket":
-            mounts.append(_bucket(volume, folder / str(i), store, storage, link, overlay))
-        else:
-            mounts.append(_repo(volume))
+    mounts: list[Mount] = []
+    try:
+        for i, volume in enumerate(volumes):
+            if volume.get("type") == "bucket":
+                mounts.append(_bucket(volume, folder / str(i), store, storage, views, overlay))
+            else:
+                mounts.append(_repo(volume))
+    except BaseException:
+        release(mounts, views)
+        raise
     return sorted(mounts, key=lambda m: -len(m.mount_path))
 
 
+def release(mounts: list[Mount], views: Views | None) -> None:
+    """Give back the views a job's volumes used."""
+    for mount in mounts:
+        if mount.view is not None and views is not None:
+            views.release(mount.view)
+            mount.view = None
+
+
 def _bucket(
-    volume: dict[str, Any], folder: Path, store: Store, storage: XetStorage, link: bool, overlay: bool
+    volume: dict[str, Any], folder: Path, store: Store, storage: XetStorage, views: Views | None, overlay: bool
 ) -> Mount:
     bucket = volume["source"]
     if store.bucket(bucket) is None:
         raise JobFailure(f"Bucket {bucket!r} of the volume at {volume['mountPath']} does not exist")
     prefix = f"{volume['path'].strip('/')}/" if (volume.get("path") or "").strip("/") else ""
     read_only = bool(volume.get("readOnly"))
-    layered = link and overlay and not read_only
-    local = folder / "lower" if layered else folder
-    local.mkdir(parents=True, exist_ok=True)
-    made: set[Path] = {local}
+    if views is not None and (read_only or overlay):
+        key, tree = views.acquire(bucket, prefix)
+        mount = Mount(volume["mountPath"], tree, read_only, None if read_only else bucket, prefix, view=key)
+        if not read_only:
+            mount.upper, mount.work = folder / "upper", folder / "work"
+            mount.upper.mkdir(parents=True)
+            mount.work.mkdir()
+        return mount
+    # Copies: a host process could chmod and write a link (and so the stored file); so could a
+    # read-write volume without an overlay.
+    folder.mkdir(parents=True, exist_ok=True)
+    made: set[Path] = {folder}
     for f in store.files(bucket, prefix):
-        dest = local / f["path"][len(prefix) :]
+        dest = folder / f["path"][len(prefix) :]
         if dest.parent not in made:
             dest.parent.mkdir(parents=True, exist_ok=True)
             made.add(dest.parent)
-        source = storage.local_file(f["xetHash"])
-        if not ((read_only or layered) and link and _link(source, dest)):
-            shutil.copyfile(source, dest)
-    mount = Mount(volume["mountPath"], local, read_only, None if read_only else bucket, prefix)
-    if layered:
-        mount.upper, mount.work = folder / "upper", folder / "work"
-        mount.upper.mkdir()
-        mount.work.mkdir()
-    elif read_only and not link:  # a host process: the permissions are all that stands in its way
-        for path in local.rglob("*"):
+        shutil.copyfile(storage.local_file(f["xetHash"]), dest)
+    mount = Mount(volume["mountPath"], folder, read_only, None if read_only else bucket, prefix)
+    if read_only:  # a host process: the permissions are all that stands in its way
+        for path in folder.rglob("*"):
             path.chmod(0o555 if path.is_dir() else 0o444)
-        local.chmod(0o555)
-    elif not read_only:
-        mount.snapshot = scan(local)
+        folder.chmod(0o555)
+    else:
+        mount.snapshot = scan(folder)
     return mount
 
 
@@ -220,13 +324,17 @@ def translate(text: str, mounts: list[Mount]) -> str:
 def remove(folder: Path) -> None:
     """Delete a job's folder, read-only volume copies (folders made 0555) included."""
 
-    def retry(function: Any, path: str, _: Any) -> None:
+    def retry(function: Any, path: str, error: Any) -> None:
+        if not isinstance(error[1], PermissionError):
+            return  # gone already, say; the second pass below gives up on anything else
         with contextlib.suppress(OSError):  # a read-only (or overlay work) folder: open it up, try again
             for folder in (os.path.dirname(path), path):
                 if os.path.isdir(folder) and not os.path.islink(folder):
                     os.chmod(folder, 0o755)
             function(path)
 
+    if not os.path.lexists(folder):
+        return
     shutil.rmtree(folder, onerror=retry)  # (onexc from Python 3.12; onerror still works there)
     if folder.exists():  # what even a retry could not delete: one more pass, best effort
         shutil.rmtree(folder, ignore_errors=True)

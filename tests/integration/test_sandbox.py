@@ -166,6 +166,26 @@ def test_read_write_volume_syncs_back_only_what_the_job_changed(sandboxed: Emula
     assert (got["w/edit.txt"], got["w/moved.txt"], got["w/dir/c.txt"]) == (b"v2", b"keep-0", b"c")
 
 
+def test_a_bucket_folder_mounted_again_shows_what_changed_since(sandboxed: Emulator, api: HfApi, ns: str) -> None:
+    # Jobs that mount the same folder share its links between them: each must still see the bucket as it is.
+    bucket = f"{ns}/shared"
+    api.create_bucket(bucket)
+    api.batch_bucket_files(bucket, add=[(b"1", "a/x.txt"), (b"y", "a/y.txt"), (b"o", "other/o.txt")])
+    show = """
+        import os
+        from pathlib import Path
+        print(sorted((os.path.relpath(os.path.join(d, f), '/in'), Path(d, f).read_text())
+                     for d, _, fs in os.walk('/in') for f in fs))
+        """
+    volume = Volume(type="bucket", source=bucket, path="a", mount_path="/in", read_only=True)
+    assert _run(api, ns, show, volumes=[volume])[1] == ["[('x.txt', '1'), ('y.txt', 'y')]"]
+    api.batch_bucket_files(bucket, add=[(b"2", "a/x.txt"), (b"z", "a/z/z.txt")], delete=["a/y.txt"])
+    assert _run(api, ns, show, volumes=[volume])[1] == ["[('x.txt', '2'), ('z/z.txt', 'z')]"]
+    writer = Volume(type="bucket", source=bucket, path="a", mount_path="/in")
+    _run(api, ns, "open('/in/w.txt', 'w').write('w'); import os; os.remove('/in/z/z.txt')", volumes=[writer])
+    assert _run(api, ns, show, volumes=[volume])[1] == ["[('w.txt', 'w'), ('x.txt', '2')]"]
+
+
 def _read_mounted(path: str) -> str:
     return Path(path).read_text()
 
