@@ -280,6 +280,19 @@ def _emulator_command(state: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def _spawns_marked_child(marker: str, daemon: bool) -> str:
+    """A job's code that starts a sleeping child (in a session of its own if `daemon`) whose command line
+    holds `marker`; the job's own command line does not (the marker is put together at run time)."""
+    half = len(marker) // 2
+    prefix = "['setsid', sys.executable]" if daemon else "[sys.executable]"
+    return (
+        "import subprocess, sys, time\n"
+        f"marker = {marker[:half]!r} + {marker[half:]!r}\n"
+        f"subprocess.Popen({prefix} + ['-c', 'import time; time.sleep(300)  # ' + marker])\n"
+        "time.sleep(300)\n"
+    )
+
+
 def test_kill_9_of_the_emulator_leaves_no_job_running(tmp_path: Path) -> None:
     state = tmp_path / "state"
     proc = _emulator_command(state, "--token", TOKEN)
@@ -288,9 +301,7 @@ def test_kill_9_of_the_emulator_leaves_no_job_running(tmp_path: Path) -> None:
         assert proc.stdout is not None
         endpoint = proc.stdout.readline().split()[4]
         api = HfApi(endpoint=endpoint, token=TOKEN)
-        sleeper = (
-            f"import subprocess, sys, time\nsubprocess.Popen(['setsid', 'sleep', '300'])\ntime.sleep(300)  # {marker}"
-        )
+        sleeper = _spawns_marked_child(marker, daemon=False)
         job = api.run_job(image=IMAGE, command=["python", "-c", sleeper], namespace="emulator-user")
         poll(lambda: processes_with(marker), timeout=60, what="the job to start")
         proc.kill()  # SIGKILL: the emulator cannot clean up
@@ -314,11 +325,9 @@ def test_sandboxed_jobs_die_with_their_emulator(sandboxed: Emulator, tmp_path: P
         assert proc.stdout is not None
         endpoint = proc.stdout.readline().split()[4]
         api = HfApi(endpoint=endpoint, token=TOKEN)
-        daemon = (
-            f"import os, subprocess, time\nsubprocess.Popen(['setsid', 'sleep', '300'])\ntime.sleep(300)  # {marker}"
-        )
+        daemon = _spawns_marked_child(marker, daemon=True)
         api.run_job(image=IMAGE, command=["python", "-c", daemon], namespace="emulator-user")
-        pids = poll(lambda: processes_with(marker), timeout=60, what="the job to start")
+        pids = poll(lambda: processes_with(marker), timeout=60, what="the job's daemon to start")
         proc.kill()
         proc.wait(30)
     finally:
