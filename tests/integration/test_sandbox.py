@@ -134,7 +134,14 @@ def test_read_write_volume_syncs_back_only_what_the_job_changed(sandboxed: Emula
     keep = [(f"keep-{i}".encode(), f"w/keep/{i}.txt") for i in range(50)]
     api.batch_bucket_files(
         bucket,
-        add=[*keep, (b"v1", "w/edit.txt"), (b"gone", "w/drop.txt"), (b"a", "w/dir/a.txt"), (b"b", "w/dir/b.txt")],
+        add=[
+            *keep,
+            (b"v1", "w/edit.txt"),
+            (b"gone", "w/drop.txt"),
+            (b"a", "w/dir/a.txt"),
+            (b"b", "w/dir/b.txt"),
+            (b"s", "w/sub/deep/s.txt"),
+        ],
     )
     before = {f["path"]: f["uploadedAt"] for f in sandboxed.ctx.store.files(bucket)}
     code = """
@@ -146,16 +153,17 @@ def test_read_write_volume_syncs_back_only_what_the_job_changed(sandboxed: Emula
         os.mkdir('/w/dir')
         Path('/w/dir/c.txt').write_text('c')
         os.rename('/w/keep/0.txt', '/w/moved.txt')
+        shutil.move('/w/sub', '/w/renamed')  # a lower folder moved (a redirect, or a copy where not allowed)
         open('/w/keep/1.txt', 'a').close()  # opened for writing, not changed
         Path('/w/new/deep').mkdir(parents=True)
         Path('/w/new/deep/n.txt').write_text('n')
         print(sorted(os.listdir('/w')))
         """
     _, lines = _run(api, ns, code, volumes=[Volume(type="bucket", source=bucket, path="w", mount_path="/w")])
-    assert lines == ["['dir', 'edit.txt', 'keep', 'moved.txt', 'new']"]
+    assert lines == ["['dir', 'edit.txt', 'keep', 'moved.txt', 'new', 'renamed']"]
     after = {f["path"]: f["uploadedAt"] for f in sandboxed.ctx.store.files(bucket)}
     expected = {f"w/keep/{i}.txt" for i in range(1, 50)} | {"w/edit.txt", "w/dir/c.txt", "w/moved.txt"}
-    assert set(after) == expected | {"w/new/deep/n.txt"}
+    assert set(after) == expected | {"w/new/deep/n.txt", "w/renamed/deep/s.txt"}
     untouched = {p for p in expected if p.startswith("w/keep/")}
     assert all(after[p] == before[p] for p in untouched)  # nothing re-stored but what the job wrote
     got = {
@@ -164,6 +172,7 @@ def test_read_write_volume_syncs_back_only_what_the_job_changed(sandboxed: Emula
         for p in [f["path"]]
     }
     assert (got["w/edit.txt"], got["w/moved.txt"], got["w/dir/c.txt"]) == (b"v2", b"keep-0", b"c")
+    assert got["w/renamed/deep/s.txt"] == b"s"
 
 
 def test_a_bucket_folder_mounted_again_shows_what_changed_since(sandboxed: Emulator, api: HfApi, ns: str) -> None:

@@ -120,3 +120,40 @@ def test_gpus_option_of_the_emulator_command() -> None:
     from hfremote.cli import _gpus
 
     assert (_gpus(None), _gpus("none"), _gpus("4"), _gpus("0, 2")) == (None, [], 4, ["0", "2"])
+
+
+def test_overlay_upper_layer_read_as_changes(tmp_path: Path) -> None:
+    """The kernel's overlayfs format, made by hand: files, a whiteout, an opaque and a moved folder."""
+    import os
+    import stat
+
+    from hfremote.emulator._volumes import _overlay_changes
+
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    for rel, text in [
+        ("same.txt", "s"),
+        ("gone.txt", "g"),
+        ("old/a.txt", "a"),
+        ("old/b.txt", "b"),
+        ("src/x/y.txt", "y"),
+    ]:
+        (lower / rel).parent.mkdir(parents=True, exist_ok=True)
+        (lower / rel).write_text(text)
+    upper.mkdir()
+    (upper / "same.txt").write_text("s")  # copied up (opened for writing) but unchanged
+    st = (lower / "same.txt").stat()
+    os.utime(upper / "same.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    (upper / "new.txt").write_text("n")
+    try:
+        os.mknod(upper / "gone.txt", stat.S_IFCHR | 0o600, 0)  # a whiteout
+        (upper / "old").mkdir()
+        (upper / "old" / "b.txt").write_text("b2")
+        os.setxattr(upper / "old", "trusted.overlay.opaque", b"y")
+        (upper / "dst").mkdir()
+        os.setxattr(upper / "dst", "trusted.overlay.redirect", b"/src")
+        os.mknod(upper / "src", stat.S_IFCHR | 0o600, 0)
+    except (PermissionError, OSError) as e:
+        pytest.skip(f"needs root and trusted xattrs here: {e}")
+    add, delete = _overlay_changes(lower, upper, "p/")
+    assert sorted(dest for _, dest in add) == ["p/dst/x/y.txt", "p/new.txt", "p/old/b.txt"]
+    assert delete == ["p/gone.txt", "p/old/a.txt", "p/src/x/y.txt"]
