@@ -220,7 +220,16 @@ class Runtime:
             if not waiting:
                 break
             for job in waiting:
-                gpus = self._take_gpus(job)
+                need = gpu_count(job.get("flavor") or "") if self.gpus else 0  # no pool: GPU flavors run on CPU
+                if need > len(self.gpus):  # can never start here: say so rather than wait forever
+                    self._finish(
+                        job,
+                        "ERROR",
+                        f"Flavor {job.get('flavor')} needs {need} GPUs and this emulator has {len(self.gpus)} "
+                        f"({', '.join(self.gpus)}): pick a smaller flavor",
+                    )
+                    continue
+                gpus = self._free_gpus(need)
                 if gpus is None:  # waits for GPUs; younger jobs that fit may go first
                     skipped += 1
                     continue
@@ -231,19 +240,10 @@ class Runtime:
                 started, free = True, free - 1
         return started
 
-    def _take_gpus(self, job: Record) -> list[str] | None:
-        """The GPUs a job gets ([] for none), or None while too few are free."""
-        need = gpu_count(job.get("flavor") or "") if self.gpus else 0  # no pool: GPU flavors run on the CPU
+    def _free_gpus(self, need: int) -> list[str] | None:
+        """`need` GPUs no running job holds ([] for none), or None while too few are free."""
         if need == 0:
             return []
-        if need > len(self.gpus):
-            self._finish(
-                job,
-                "ERROR",
-                f"Flavor {job.get('flavor')} needs {need} GPUs and this emulator has {len(self.gpus)} "
-                f"({', '.join(self.gpus)}): pick a smaller flavor",
-            )
-            return None
         busy = {gpu for run in self._running.values() for gpu in run.gpus}
         free = [gpu for gpu in self.gpus if gpu not in busy]
         return free[:need] if len(free) >= need else None
