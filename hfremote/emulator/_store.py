@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     scheduled_id TEXT, data TEXT NOT NULL, secrets TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS jobs_ns ON jobs (namespace, seq);
 CREATE INDEX IF NOT EXISTS jobs_stage ON jobs (stage);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
+CREATE INDEX IF NOT EXISTS jobs_stage_seq ON jobs (stage, seq);
 CREATE INDEX IF NOT EXISTS jobs_sched ON jobs (scheduled_id, seq);
 CREATE TABLE IF NOT EXISTS job_labels (job_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS job_labels_kv ON job_labels (key, value, job_id);
