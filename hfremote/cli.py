@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 
 from .emulator import Emulator, Faults
+from .emulator._sandbox import mode_from as sandbox_mode
 from .emulator._server import DEFAULT_USER
 from .emulator._users import parse_org, parse_user
 from .errors import HFRemoteError
@@ -45,6 +46,7 @@ def _emulator(args: argparse.Namespace) -> int:
         print("hfremote emulator: --max-running must be at least 1", file=sys.stderr)
         return 2
     try:
+        sandbox_mode(args.sandbox)  # an invalid $HFREMOTE_EMULATOR_SANDBOX is refused here, before anything starts
         emu = Emulator(
             args.state_dir,
             token=first_token or args.token,
@@ -56,6 +58,8 @@ def _emulator(args: argparse.Namespace) -> int:
             max_running=args.max_running,
             faults=list(faults),
             seed=args.seed,
+            sandbox=args.sandbox,
+            gpus=_gpus(args.gpus),
         )
     except ValueError as e:
         print(f"hfremote emulator: {e}", file=sys.stderr)
@@ -73,6 +77,17 @@ def _emulator(args: argparse.Namespace) -> int:
     finally:
         emu.stop()
     return 0
+
+
+def _gpus(value: str | None) -> int | list[str] | None:
+    """--gpus: a count ("4", simulated when there are no such devices), ids ("0,2"), or "none"."""
+    if value is None:
+        return None
+    if value.strip().lower() == "none":
+        return []
+    if value.strip().isdigit():
+        return int(value)
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _load(target: str) -> ModuleType:
@@ -183,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
         "'drop GET /api/jobs/*/logs after=2', 'kill count=1 delay=0.5' (repeatable)",
     )
     emu.add_argument("--seed", type=int, help="random seed for rate-based faults")
+    emu.add_argument(
+        "--sandbox",
+        choices=["auto", "on", "off"],
+        help="run jobs in a bubblewrap sandbox that looks like their container: auto (where it can run), "
+        "on (fail where it cannot) or off (host processes) (default: $HFREMOTE_EMULATOR_SANDBOX or auto)",
+    )
+    emu.add_argument(
+        "--gpus",
+        metavar="POOL",
+        help="the GPUs that GPU flavors get, each to one job at a time: ids ('0,1'), a count ('4'; simulated "
+        "where there are no such devices) or 'none' (default: this machine's NVIDIA GPUs)",
+    )
     emu.add_argument("-v", "--verbose", action="store_true", help="log every request")
     emu.set_defaults(handler=_emulator)
 

@@ -51,3 +51,14 @@ def remote_emulator(emulator: Emulator) -> Iterator[Emulator]:
     """hfremote pointed at this test's emulator (and back to the default afterwards)."""
     with hfremote_on(emulator):
         yield emulator
+
+
+@pytest.fixture
+def host_remote_emulator(tmp_path: Path) -> Iterator[Emulator]:
+    """hfremote pointed at an emulator whose jobs run as host processes (sandbox off).
+
+    For tests that watch jobs through files on the host (counters, markers): a sandboxed job cannot
+    reach them, as a job on Hugging Face cannot.
+    """
+    with Emulator(tmp_path / "host-emulator-state", token="hf_test_token_host", sandbox="off") as emu, hfremote_on(emu):
+        yield emu

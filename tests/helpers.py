@@ -41,6 +41,20 @@ def poll(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05
         time.sleep(interval)
 
 
+def processes_with(marker: str) -> list[int]:
+    """Host pids of the processes whose command line holds `marker` (jobs in the sandbox see other pids)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if process.status() != psutil.STATUS_ZOMBIE and any(
+                marker in part for part in process.info["cmdline"] or []
+            ):
+                found.append(process.pid)
+    return found
+
+
 def wait_stage(
     api: HfApi,
     job_id: str,

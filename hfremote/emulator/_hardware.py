@@ -6,6 +6,7 @@ CPU rows are from the Jobs pricing page; GPU rows follow the Hub's hardware pric
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 # name: (pretty name, cpu, ram, ephemeral storage, accelerator (count, model, vram) or None, USD per hour)
@@ -89,3 +90,41 @@ def memory_bytes(flavor: str) -> int | None:
         return None
     amount, _, unit = _FLAVORS[flavor][2].partition(" ")
     return int(float(amount) * {"GB": 10**9, "TB": 10**12}.get(unit, 10**9))
+
+
+def gpu_count(flavor: str) -> int:
+    """How many GPUs a flavor has (0 for CPU flavors and unknown names)."""
+    row = _FLAVORS.get(flavor)
+    return 0 if row is None or row[4] is None else row[4][0]
+
+
+def flavor_env(flavor: str) -> dict[str, str]:
+    """The hardware variables a job on `flavor` sees, as the platform sets them in its containers.
+
+    Spaces document CPU_CORES (a number), MEMORY ("16Gi") and ACCELERATOR (the GPU hardware's name),
+    and Jobs run on the same hardware; the exact values a Job sees are not documented (README: differences).
+    """
+    row = _FLAVORS.get(flavor)
+    if row is None:
+        return {}
+    _, cpu, ram, _, accel, _ = row
+    return {
+        "CPU_CORES": cpu.split()[0],
+        "MEMORY": f"{ram.split()[0]}Gi",
+        "ACCELERATOR": "none" if accel is None else flavor,
+    }
+
+
+def detect_gpus() -> list[str]:
+    """The host's NVIDIA GPUs by index, from their device nodes (/dev/nvidia0, /dev/nvidia1, ...)."""
+    try:
+        names = os.listdir("/dev")
+    except OSError:
+        return []
+    return sorted(
+        (n[len("nvidia") :] for n in names if n.startswith("nvidia") and n[len("nvidia") :].isdigit()), key=int
+    )
+
+
+# Device nodes every CUDA process needs besides its GPUs' own.
+GPU_CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")

@@ -18,13 +18,15 @@ from typing import Any
 
 import uvicorn
 
+from . import _sandbox
 from ._app import build_app
 from ._faults import FaultRule, Faults
+from ._hardware import detect_gpus
 from ._jobs import Jobs
 from ._logs import LogBook
 from ._runtime import Runtime
 from ._scheduler import Schedules
-from ._store import Store
+from ._store import Store, private_file
 from ._users import Users, parse_org
 from ._util import Clock, iso
 from ._xet import INTERNAL_HEADER, XetStorage, upload
@@ -35,7 +37,16 @@ DEFAULT_USER = "emulator-user"
 class Context:
     """Everything a route handler needs, shared by the app and the `Emulator` front."""
 
-    def __init__(self, state_dir: Path, users: Users, max_running: int, page_size: int, seed: int | None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        users: Users,
+        max_running: int,
+        page_size: int,
+        seed: int | None,
+        sandbox: bool = False,
+        gpus: list[str] | None = None,
+    ) -> None:
         self.state_dir, self.users = state_dir, users
         # The default user: the embedded emulator's one, and what single-user callers know as "the" user.
         self.user = users.default
@@ -58,6 +69,8 @@ class Context:
             max_running,
             lambda: self.endpoint,
             self.publish,
+            sandbox=sandbox,
+            gpus=gpus,
         )
         self.jobs = Jobs(self.store, self.runtime, self.clock, users)
         self.jobs.endpoint = lambda: self.endpoint
@@ -134,9 +147,14 @@ class Emulator:
             api = HfApi(endpoint=emu.endpoint, token=emu.token)
 
     `state_dir` keeps jobs, schedules and bucket files across restarts (a temporary directory, removed
-    on exit, when not given). Running jobs are ended when the emulator stops. `user`/`token` are the
-    default user; `users` adds others as (name, token) pairs; `orgs` are "ORG" (the default user is
-    its member) or "ORG:MEMBER,MEMBER".
+    on exit, when not given), readable by its owner only. Running jobs are ended when the emulator stops.
+    `user`/`token` are the default user; `users` adds others as (name, token) pairs; `orgs` are "ORG"
+    (the default user is its member) or "ORG:MEMBER,MEMBER".
+
+    `sandbox`: "auto" (the default, or $HFREMOTE_EMULATOR_SANDBOX) runs jobs in a bubblewrap sandbox
+    where it can, "on" insists (SandboxUnavailable otherwise), "off" runs them as host processes.
+    `gpus`: the GPU pool that GPU flavors take their GPUs from: ids ("0", "1", ...) or a count; by
+    default the host's NVIDIA GPUs. A count or ids with no such devices simulate a pool (for tests).
     """
 
     def __init__(
@@ -153,10 +171,17 @@ class Emulator:
         page_size: int = 1000,
         faults: list[str | FaultRule] | None = None,
         seed: int | None = None,
+        sandbox: str | None = None,
+        gpus: int | list[str] | None = None,
     ) -> None:
+        self.sandboxed, notice = _sandbox.resolve(_sandbox.mode_from(sandbox))
+        if notice:
+            logging.getLogger("hfremote.emulator").warning(notice)
+        pool = detect_gpus() if gpus is None else [str(i) for i in range(gpus)] if isinstance(gpus, int) else gpus
         self._temp = state_dir is None
         self.state_dir = Path(tempfile.mkdtemp(prefix="hfremote-emulator-") if state_dir is None else state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.state_dir.chmod(0o700)  # records, logs and stored files are the owner's alone
         self.token = token or self._saved_token()
         self.user = user
         self.host, self.port = host, port
@@ -167,6 +192,8 @@ class Emulator:
             max_running or os.cpu_count() or 2,
             page_size,
             seed,
+            sandbox=self.sandboxed,
+            gpus=[str(g) for g in pool],
         )
         for rule in faults or ():
             self.ctx.faults.add(rule)
@@ -179,8 +206,8 @@ class Emulator:
         if path.exists():
             return path.read_text().strip()
         token = "hf_emulator_" + secrets.token_hex(16)
+        private_file(path)
         path.write_text(token)
-        path.chmod(0o600)
         return token
 
     # -- lifecycle -------------------------------------------------------------------------------

@@ -2,17 +2,24 @@
 
 Records are JSON documents with a few indexed columns (namespace, stage, labels) for the queries the
 API needs. Stored bytes (xorbs, logs, job folders) live in files beside the database.
+
+At rest the database is its owner's alone (0600, in a 0700 state directory), and secret values are
+encrypted (Fernet) with a key kept in its own file: a copy of the database shows no secret.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
 
 Record = dict[str, Any]
 
@@ -23,6 +30,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     scheduled_id TEXT, data TEXT NOT NULL, secrets TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS jobs_ns ON jobs (namespace, seq);
 CREATE INDEX IF NOT EXISTS jobs_stage ON jobs (stage);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
+CREATE INDEX IF NOT EXISTS jobs_stage_seq ON jobs (stage, seq);
 CREATE INDEX IF NOT EXISTS jobs_sched ON jobs (scheduled_id, seq);
 CREATE TABLE IF NOT EXISTS job_labels (job_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS job_labels_kv ON job_labels (key, value, job_id);
@@ -36,7 +45,35 @@ CREATE TABLE IF NOT EXISTS bucket_files (
     mtime_ms INTEGER NOT NULL, uploaded_at TEXT NOT NULL, content_type TEXT,
     PRIMARY KEY (bucket_id, path));
 CREATE TABLE IF NOT EXISTS xet_files (hash TEXT PRIMARY KEY, size INTEGER NOT NULL, segments TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS processes (job_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, started REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS bucket_versions (bucket_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS bucket_files_added AFTER INSERT ON bucket_files BEGIN
+    INSERT INTO bucket_versions VALUES (NEW.bucket_id, 1)
+    ON CONFLICT (bucket_id) DO UPDATE SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS bucket_files_changed AFTER UPDATE ON bucket_files BEGIN
+    INSERT INTO bucket_versions VALUES (NEW.bucket_id, 1)
+    ON CONFLICT (bucket_id) DO UPDATE SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS bucket_files_deleted AFTER DELETE ON bucket_files BEGIN
+    INSERT INTO bucket_versions VALUES (OLD.bucket_id, 1)
+    ON CONFLICT (bucket_id) DO UPDATE SET version = version + 1; END;
 """
+
+
+def private_file(path: Path) -> None:
+    """Create `path` readable by its owner only (or make it so)."""
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    path.chmod(0o600)
+
+
+def _key(path: Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(Fernet.generate_key())
+    return path.read_bytes().strip()
 
 
 class Store:
@@ -44,11 +81,27 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # SQLite gives its -wal and -shm files the database's mode
+        self._fernet = Fernet(_key(path.with_name("secrets.key")))
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
+        for extra in ("-wal", "-shm"):  # made 0644 by an older version
+            with contextlib.suppress(FileNotFoundError):
+                path.with_name(path.name + extra).chmod(0o600)
+
+    def _seal(self, secrets: dict[str, str]) -> str:
+        return self._fernet.encrypt(json.dumps(secrets).encode()).decode() if secrets else "{}"
+
+    def _open(self, sealed: str) -> dict[str, str]:
+        if sealed.startswith("{"):  # none, or written in clear by an older version
+            return dict(json.loads(sealed))
+        try:
+            return dict(json.loads(self._fernet.decrypt(sealed.encode())))
+        except InvalidToken:
+            raise RuntimeError("the emulator's secrets.key does not match its database: secrets are lost") from None
 
     def close(self) -> None:
         with self._lock:
@@ -96,7 +149,7 @@ class Store:
                     job["status"]["stage"],
                     sched,
                     json.dumps(job),
-                    json.dumps(secrets),
+                    self._seal(secrets),
                 ),
             )
             self._write_labels(db, job["id"], job.get("labels") or {})
@@ -120,7 +173,7 @@ class Store:
 
     def job_secrets(self, job_id: str) -> dict[str, str]:
         rows = self._query("SELECT secrets FROM jobs WHERE id = ?", (job_id,))
-        return json.loads(rows[0][0]) if rows else {}
+        return self._open(rows[0][0]) if rows else {}
 
     def jobs(
         self,
@@ -150,6 +203,18 @@ class Store:
         args.extend((limit, offset))
         return [json.loads(row[0]) for row in self._query(" ".join(sql), args)]
 
+    # -- job processes (so a later emulator can end what a dead one left running) -----------------
+    def record_process(self, job_id: str, pid: int, started: float) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO processes VALUES (?, ?, ?)", (job_id, pid, started))
+
+    def forget_process(self, job_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM processes WHERE job_id = ?", (job_id,))
+
+    def processes(self) -> list[tuple[str, int, float]]:
+        return [(str(j), int(p), float(t)) for j, p, t in self._query("SELECT job_id, pid, started FROM processes")]
+
     # -- scheduled jobs --------------------------------------------------------------------------
     def put_scheduled(self, sched: Record, secrets: dict[str, str] | None = None) -> None:
         with self.transaction() as db:
@@ -166,7 +231,7 @@ class Store:
                     sched["owner"]["name"],
                     seq,
                     json.dumps(sched),
-                    json.dumps(secrets) if secrets is not None else kept,
+                    self._seal(secrets) if secrets is not None else kept,
                 ),
             )
 
@@ -176,7 +241,7 @@ class Store:
 
     def scheduled_secrets(self, sched_id: str) -> dict[str, str]:
         rows = self._query("SELECT secrets FROM scheduled WHERE id = ?", (sched_id,))
-        return json.loads(rows[0][0]) if rows else {}
+        return self._open(rows[0][0]) if rows else {}
 
     def all_scheduled(self, namespace: str | None = None) -> list[Record]:
         if namespace is None:
@@ -244,6 +309,11 @@ class Store:
         )
         return int(rows[0][0]), int(rows[0][1])
 
+    def bucket_version(self, bucket_id: str) -> int:
+        """A number that changes whenever any file of the bucket does (triggers count every write)."""
+        rows = self._query("SELECT version FROM bucket_versions WHERE bucket_id = ?", (bucket_id,))
+        return int(rows[0][0]) if rows else 0
+
     def put_file(
         self,
         bucket_id: str,
@@ -267,10 +337,12 @@ class Store:
 
     def files(self, bucket_id: str, prefix: str = "") -> list[Record]:
         """Files whose path starts with `prefix` (a folder prefix ends with `/`), sorted by path."""
+        # A range on the primary key: a folder's files cost the same however large the bucket grows.
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
         rows = self._query(
             "SELECT path, xet_hash, size, mtime_ms, uploaded_at, content_type FROM bucket_files "
-            "WHERE bucket_id = ? AND substr(path, 1, ?) = ? ORDER BY path",
-            (bucket_id, len(prefix), prefix),
+            "WHERE bucket_id = ? AND path >= ? AND path < ? ORDER BY path",
+            (bucket_id, prefix, upper),
         )
         keys = ("path", "xetHash", "size", "mtimeMs", "uploadedAt", "contentType")
         return [dict(zip(keys, row, strict=False)) for row in rows]

@@ -233,6 +233,21 @@ class XetStorage:
         path = self.root / "whole" / file_hash
         return path if _is_hex_hash(file_hash) and path.exists() else None
 
+    def local_file(self, file_hash: str) -> Path:
+        """A file on disk holding the stored file's bytes, decoded once and kept whole.
+
+        Job volumes link or copy it instead of decoding xorbs for every job. Never write to it.
+        """
+        if (whole := self._whole(file_hash)) is not None:
+            return whole
+        if not _is_hex_hash(file_hash):
+            raise HTTPError(400, f"not a xet hash: {file_hash!r}")
+        tmp = self.root / "whole" / f".{os.getpid()}.{threading.get_ident()}.tmp"
+        with tmp.open("wb") as out:
+            self.write_file(file_hash, out)
+        os.replace(tmp, self.root / "whole" / file_hash)  # readers see nothing or the whole file
+        return self.root / "whole" / file_hash
+
     def _segments(self, file_hash: str) -> list[list[Any]]:
         """A file's xorb segments, ingesting a whole file first if that is all there is."""
         segments = self._store.xet_file(file_hash)

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
-from helpers import poll, wait_stage
+from helpers import poll, processes_with, wait_stage
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
@@ -252,7 +251,7 @@ def test_emulator_command_serves_and_stops_cleanly(tmp_path: Path, signum: signa
             namespace="emulator-user",
         )
         poll(lambda: "up" in api.fetch_job_logs(job_id=job.id, namespace="emulator-user"), what="the job to start")
-        assert _processes_with(marker)
+        assert processes_with(marker)
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -262,20 +261,12 @@ def test_emulator_command_serves_and_stops_cleanly(tmp_path: Path, signum: signa
     assert proc.returncode == 0, err
     assert out == ""
     assert "Traceback" not in err, err
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []
     # the state survives: a new emulator on the same directory knows the job, ended by the stop
     with Emulator(state, token="t0k") as again:
         job_info = HfApi(endpoint=again.endpoint, token="t0k").inspect_job(job_id=job.id, namespace="emulator-user")
     assert job_info.status.stage == "ERROR"
     assert "emulator stopped" in (job_info.status.message or "")
-
-
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if any(marker in part for part in process.info["cmdline"] or []):
-            found.append(process.pid)
-    return found
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,15 @@ def free_port() -> int:
 
 @pytest.fixture
 def two_users(tmp_path: Path) -> Emulator:
-    emu = Emulator(tmp_path / "state", token="hf_alice_token_123", user="alice", users=(("bob", "hf_bob_token_456"),))
+    # Host processes: the servers are scripts in the test's folder, run with this environment's Python (one
+    # needs its websockets package); the exposed-port test below runs in the sandbox with `python -m http.server`.
+    emu = Emulator(
+        tmp_path / "state",
+        token="hf_alice_token_123",
+        user="alice",
+        users=(("bob", "hf_bob_token_456"),),
+        sandbox="off",
+    )
     with emu:
         yield emu
 

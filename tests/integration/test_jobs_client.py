@@ -10,14 +10,14 @@ import json
 import random
 import re
 import textwrap
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
-from helpers import poll, wait_stage
+from helpers import poll, processes_with, wait_stage
 from huggingface_hub import HfApi, JobHardware, JobInfo, Volume
 
 from hfremote.emulator import Emulator
@@ -47,13 +47,6 @@ def first_live_line(api: HfApi, job_id: str, ns: str) -> str:
     for line in api.fetch_job_logs(job_id=job_id, namespace=ns, follow=True):
         return line  # leaving the loop drops (and so closes) the stream
     raise AssertionError(f"the log of job {job_id} ended without a line")
-
-
-def pid_gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 # -- 1. run_job: logs and JobInfo ------------------------------------------------------------------
@@ -270,42 +263,42 @@ def test_list_jobs_filters_and_pagination(tmp_path: Path) -> None:
 
 # -- 6. cancel kills the whole process group ------------------------------------------------------
 def test_cancel_kills_job_and_its_children(api: HfApi, ns: str) -> None:
+    marker = f"cancel-child-{uuid.uuid4().hex}"  # found by the host, whatever pids the job sees
     code = textwrap.dedent(
-        """
+        f"""
         import subprocess, sys, time
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        print("child pid", child.pid, flush=True)
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # {marker}"])
+        print("child started", flush=True)
         time.sleep(60)
         """
     )
     job = api.run_job(image=IMAGE, command=["python", "-c", code], namespace=ns)
 
-    first = first_live_line(api, job.id, ns)  # the job prints its child's pid, then sleeps
-    assert first.startswith("child pid "), first
-    pid = int(first.split()[-1])
-    assert psutil.pid_exists(pid) and not pid_gone(pid)
+    first = first_live_line(api, job.id, ns)  # the job starts its child, then sleeps
+    assert first == "child started", first
+    assert processes_with(marker)
 
     api.cancel_job(job_id=job.id, namespace=ns)
     done = wait_stage(api, job.id, ns, timeout=15)
     assert done.status.stage == "CANCELED"
     assert done.finished_at is not None
-    poll(lambda: pid_gone(pid), timeout=10, what=f"the job's child process {pid} to die")
+    poll(lambda: not processes_with(marker), timeout=10, what="the job's child process to die")
 
 
 def test_background_children_end_with_the_job(api: HfApi, ns: str) -> None:
     # The main process exits at once and leaves a child behind: a container would stop with it.
+    marker = f"leftover-child-{uuid.uuid4().hex}"
     code = textwrap.dedent(
-        """
+        f"""
         import subprocess, sys
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        print("child pid", child.pid, flush=True)
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # {marker}"])
+        print("child started", flush=True)
         """
     )
     job = api.run_job(image=IMAGE, command=["python", "-c", code], namespace=ns)
     assert wait_stage(api, job.id, ns).status.stage == "COMPLETED"
-    (line,) = logs(api, job.id, ns)
-    pid = int(line.split()[-1])
-    poll(lambda: pid_gone(pid), timeout=10, what=f"the job's leftover child process {pid} to die")
+    assert logs(api, job.id, ns) == ["child started"]
+    poll(lambda: not processes_with(marker), timeout=10, what="the job's leftover child process to die")
 
 
 def test_cancel_sleeping_job(api: HfApi, ns: str) -> None:
@@ -338,28 +331,34 @@ def test_attempts_retry_a_failing_command(api: HfApi, ns: str) -> None:
     assert logs(api, job.id, ns).count("try") == 2
 
 
-def test_attempts_second_try_succeeds(api: HfApi, ns: str, tmp_path: Path) -> None:
-    marker = tmp_path / "first-attempt-done"
+def test_attempts_second_try_succeeds(api: HfApi, ns: str) -> None:
+    # Each attempt is a fresh container: what one leaves for the next goes through a volume.
+    api.create_bucket(f"{ns}/attempts")
     code = textwrap.dedent(
         """
-        import os, sys
+        import sys
         from pathlib import Path
-        marker = Path(os.environ["MARKER"])
+        marker = Path("/state/first-attempt-done")
         if not marker.exists():
             marker.write_text("x")
+            Path("/tmp/scratch").write_text("x")
             print("first attempt fails")
             sys.exit(1)
-        print("second attempt succeeds")
+        print("second attempt succeeds", Path("/tmp/scratch").exists())
         """
     )
     job = api.run_job(
-        image=IMAGE, command=["python", "-c", code], env={"MARKER": str(marker)}, attempts=2, namespace=ns
+        image=IMAGE,
+        command=["python", "-c", code],
+        volumes=[Volume(type="bucket", source=f"{ns}/attempts", mount_path="/state")],
+        attempts=2,
+        namespace=ns,
     )
     done = wait_stage(api, job.id, ns)
     assert done.status.stage == "COMPLETED", done.status
     assert done.retry == 1
     lines = logs(api, job.id, ns)
-    assert lines[0] == "first attempt fails" and lines[-1] == "second attempt succeeds"
+    assert lines[0] == "first attempt fails" and lines[-1].startswith("second attempt succeeds")
 
 
 # -- 9. max_running ---------------------------------------------------------------------------------
@@ -384,8 +383,8 @@ def test_max_running_queues_jobs(tmp_path: Path) -> None:
 
 
 def test_emulators_share_job_folders_one_job_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Job folders ("slots") live in the user's cache, so a new emulator reuses them (and the uv script
-    # environments keyed on their paths); a file lock keeps two emulators' jobs out of each other's.
+    # Job folders ("slots") live in the user's cache, so a new emulator reuses them; a file lock keeps two
+    # emulators' jobs out of each other's. Host processes (sandbox off) see their folder and the test's files.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     slots = tmp_path / "cache" / "hfremote" / "emulator-slots"
     go = tmp_path / "go"
@@ -403,15 +402,15 @@ def test_emulators_share_job_folders_one_job_at_a_time(tmp_path: Path, monkeypat
         return api, job.id, Path(out.read_text()).parent
 
     with (
-        Emulator(tmp_path / "a", token=TOKEN, max_running=1) as a,
-        Emulator(tmp_path / "b", token=TOKEN, max_running=1) as b,
+        Emulator(tmp_path / "a", token=TOKEN, max_running=1, sandbox="off") as a,
+        Emulator(tmp_path / "b", token=TOKEN, max_running=1, sandbox="off") as b,
     ):
         (api_a, job_a, slot_a), (api_b, job_b, slot_b) = start(a, "a"), start(b, "b")
         assert (slot_a, slot_b) == (slots / "0", slots / "1")  # one slot each, both running
         go.touch()
         assert wait_stage(api_a, job_a, a.user).status.stage == "COMPLETED"
         assert wait_stage(api_b, job_b, b.user).status.stage == "COMPLETED"
-    with Emulator(tmp_path / "c", token=TOKEN) as c:
+    with Emulator(tmp_path / "c", token=TOKEN, sandbox="off") as c:
         api_c, job_c, slot_c = start(c, "c")
         assert slot_c == slots / "0"  # a new emulator, the same folder
         assert wait_stage(api_c, job_c, c.user).status.stage == "COMPLETED"
@@ -423,7 +422,7 @@ def test_job_folders_stay_in_the_state_directory_without_a_writable_cache(
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_folder))
-    with Emulator(tmp_path / "state", token=TOKEN) as emu:
+    with Emulator(tmp_path / "state", token=TOKEN, sandbox="off") as emu:  # a host process shows its folder
         api = HfApi(endpoint=emu.endpoint, token=emu.token)
         job = api.run_job(image=IMAGE, command=["python", "-c", "import os; print(os.getcwd())"], namespace=emu.user)
         assert wait_stage(api, job.id, emu.user).status.stage == "COMPLETED"

@@ -226,7 +226,7 @@ def test_return_exceptions_keeps_them_in_place(remote_emulator: Emulator) -> Non
 # -- 6. retries --------------------------------------------------------------------------------------------
 
 
-def test_retry_cures_a_failure(remote_emulator: Emulator, tmp_path: Path) -> None:
+def test_retry_cures_a_failure(host_remote_emulator: Emulator, tmp_path: Path) -> None:
     marker, counter = tmp_path / "failed-once", tmp_path / "runs.txt"
 
     @remote(timeout=60)
@@ -243,7 +243,7 @@ def test_retry_cures_a_failure(remote_emulator: Emulator, tmp_path: Path) -> Non
     assert sorted(runs) == ["0", "1", "2", "3", "3", "4"]
 
 
-def test_retries_of_the_awaited_input_never_stall(remote_emulator: Emulator, tmp_path: Path) -> None:
+def test_retries_of_the_awaited_input_never_stall(host_remote_emulator: Emulator, tmp_path: Path) -> None:
     """Input 0 fails three times while later inputs fill the read-ahead: its retries still run."""
     counter = tmp_path / "runs.txt"
 
@@ -266,7 +266,7 @@ def test_retries_of_the_awaited_input_never_stall(remote_emulator: Emulator, tmp
     assert counter.read_text().split().count("0") == 4
 
 
-def test_retries_exhausted_raise_the_users_exception(remote_emulator: Emulator, tmp_path: Path) -> None:
+def test_retries_exhausted_raise_the_users_exception(host_remote_emulator: Emulator, tmp_path: Path) -> None:
     counter = tmp_path / "runs.txt"
 
     @remote(timeout=60)

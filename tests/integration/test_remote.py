@@ -370,10 +370,11 @@ def test_timeout_is_a_job_failure() -> None:
     assert future.stage == "ERROR"
 
 
-def test_a_jobs_end_completes_its_future_before_the_next_poll(remote_emulator: Emulator, tmp_path: Path) -> None:
+def test_a_jobs_end_completes_its_future_before_the_next_poll(host_remote_emulator: Emulator, tmp_path: Path) -> None:
+    # The job waits for a file on the host: a host process (sandbox off) can see it.
     # Polls 2 s apart, then further: the watcher follows the running job's log stream, which ends with
     # the job, so the result comes without a second listing.
-    hfremote.configure(endpoint=remote_emulator.endpoint, token=remote_emulator.token, poll_interval=2.0)
+    hfremote.configure(endpoint=host_remote_emulator.endpoint, token=host_remote_emulator.token, poll_interval=2.0)
     marker = tmp_path / "go"
 
     @remote(timeout=120)
@@ -382,17 +383,17 @@ def test_a_jobs_end_completes_its_future_before_the_next_poll(remote_emulator: E
             time.sleep(0.02)
         return "done"
 
-    ns = remote_emulator.user
+    ns = host_remote_emulator.user
     waits_for.submit(str(tmp_path)).result(timeout=60)  # the process's first run also looks for stale runs:
     for sweep in list(hfremote._function._swept.values()):  # let that listing be over before counting
         sweep.join(30)
-    since = len(remote_emulator.requests())
+    since = len(host_remote_emulator.requests())
     future = waits_for.submit(str(marker))
     stream = f"/api/jobs/{ns}/{future.job_id}/logs"
-    poll(lambda: any(p == stream for _, _, p, _ in remote_emulator.requests()[since:]), 30, what="the end stream")
+    poll(lambda: any(p == stream for _, _, p, _ in host_remote_emulator.requests()[since:]), 30, what="the end stream")
     marker.touch()
     assert future.result(timeout=60) == "done"
-    listings = [p for _, m, p, _ in remote_emulator.requests()[since:] if m == "GET" and p == f"/api/jobs/{ns}"]
+    listings = [p for _, m, p, _ in host_remote_emulator.requests()[since:] if m == "GET" and p == f"/api/jobs/{ns}"]
     assert len(listings) == 1  # the tick that saw the job running; its end came through the stream
 
 
