@@ -1,0 +1,184 @@
+"""What a call shows while it runs: the job's output, hfremote's own notes, a failure once.
+
+The platform's log lines do not say which stream they came from (huggingface_hub's `fetch_job_logs`
+yields each SSE event's `data` and drops its `timestamp`; there is no stream field), so the job's
+lines go to local stdout, where a program's output belongs (`python train.py > out.txt` keeps them),
+and hfremote's notes, stage changes and errors to stderr. The job writes both of its streams through
+one pipe (see `_entry.py`), so their lines keep the order they were printed in.
+
+A line that ends in a carriage return is a transient state (a progress bar's update): on a terminal
+it is drawn over the previous one as a live line; elsewhere only the final state is kept. Control
+characters (ANSI escapes, NULs, bells) are shown as visible escapes unless raw output is asked for.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import traceback
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+# C0 controls but tab, DEL, and C1 controls: what a terminal would act on instead of showing.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_PACKAGE = str(Path(__file__).resolve().parent)
+_HIDDEN_FILES = (_PACKAGE, str(Path(threading.__file__).resolve().parent / "concurrent"))
+
+
+def neutralise(text: str) -> str:
+    """Control characters made visible and harmless: ESC[31m shows as \\x1b[31m and colours nothing."""
+    return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], text)
+
+
+class Console:
+    """One writer for a call's output: job lines on stdout, notes on stderr, one live line at most."""
+
+    def __init__(self, raw: bool = False, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
+        self.out, self.err, self.raw = out or sys.stdout, err or sys.stderr, raw
+        self.live = _isatty(self.out)
+        self._lock = threading.RLock()
+        self._shown = False  # a live (transient) line is on the terminal
+        self._held: list[str] = []  # a traceback block, held until it is known whether the failure shows it
+        self._held_done = False
+
+    # -- job lines -----------------------------------------------------------------------------------
+    def job_lines(self, lines: Iterable[str], prefix: str = "", hold_tracebacks: bool = False) -> None:
+        for line in lines:
+            self.job_line(line, prefix, hold_tracebacks)
+
+    def job_line(self, line: str, prefix: str = "", hold_traceback: bool = False) -> None:
+        transient = line.endswith("\r")
+        # Several carriage-return updates in one line (a platform that splits only on newlines): the last wins.
+        text = line.rstrip("\r").rsplit("\r", 1)[-1]
+        if not self.raw:
+            text = neutralise(text)
+        with self._lock:
+            if hold_traceback and self._held and not self._held_done:
+                self._held.append(prefix + text)
+                # the exception's own line (not indented) ends the block
+                self._held_done = bool(text) and not text.startswith((" ", "\t", "Traceback"))
+                return
+            if hold_traceback and text.startswith("Traceback (most recent call last):"):
+                self._flush_held()
+                self._held, self._held_done = [prefix + text], False
+                return
+            self._flush_held()
+            if transient:
+                if self.live:
+                    self.out.write("\r" + prefix + text + "\x1b[K")
+                    self.out.flush()
+                    self._shown = True
+                return  # not a terminal: only the final state is kept
+            self._end_live()
+            self.out.write(prefix + text + "\n")
+            self.out.flush()
+
+    def release_held(self, drop: bool) -> None:
+        """The held traceback block: dropped (the failure raised shows it) or printed after all."""
+        with self._lock:
+            if drop:
+                self._held.clear()
+            self._flush_held()
+
+    def _flush_held(self) -> None:
+        if self._held:
+            self._end_live()
+            self.out.write("".join(line + "\n" for line in self._held))
+            self.out.flush()
+            self._held.clear()
+
+    def _end_live(self) -> None:
+        if self._shown:
+            self.out.write("\n")
+            self._shown = False
+
+    # -- notes ---------------------------------------------------------------------------------------
+    def note(self, text: str) -> None:
+        """One line of hfremote's own, on stderr."""
+        with self._lock:
+            if self._shown and _same_terminal(self.out, self.err):
+                self.out.write("\n")
+                self.out.flush()
+                self._shown = False
+            self.err.write(f"hfremote: {text}\n")
+            self.err.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._flush_held()
+            self._end_live()
+            self.out.flush()
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _same_terminal(a: IO[str], b: IO[str]) -> bool:
+    return _isatty(a) and _isatty(b)
+
+
+# -- failures and Ctrl-C at the top level ------------------------------------------------------------
+def clean_traceback(error: BaseException) -> str:
+    """The error as Python prints it, without hfremote's and concurrent.futures' frames."""
+    te = traceback.TracebackException(type(error), error, error.__traceback__)
+    seen: set[int] = set()
+    stack: Any = te
+    while stack is not None and id(stack) not in seen:
+        seen.add(id(stack))
+        stack.stack[:] = [f for f in stack.stack if not str(f.filename).startswith(_HIDDEN_FILES)]
+        stack = stack.__cause__ or stack.__context__
+    return "".join(te.format())
+
+
+def show_error(error: BaseException, what: str) -> None:
+    """A failure fetched by a command (`hfremote result`): its remote traceback, then its line."""
+    sys.stderr.write(f"hfremote: {what} failed:\n{clean_traceback(error)}")
+    sys.stderr.flush()
+
+
+_SHOWN = "_hfremote_shown"  # an exception hfremote has already explained: the top level prints no traceback
+_hook_lock = threading.Lock()
+_previous_hook: Any = None
+
+
+def _hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    if getattr(error, _SHOWN, None) == "interrupt":
+        return  # "cancelled job ..." has been said; a traceback into the HTTP client says nothing more
+    if getattr(error, _SHOWN, None) == "failure":
+        sys.stderr.write(clean_traceback(error))
+        sys.stderr.flush()
+        return
+    _previous_hook(kind, error, tb)
+
+
+def mark(error: BaseException, how: str) -> BaseException:
+    """Mark an error hfremote has reported (`interrupt`) or whose traceback is hfremote's (`failure`), so an
+    uncaught one prints as the user's code sees it; installs the hook once, unless the user has their own."""
+    global _previous_hook
+    try:
+        setattr(error, _SHOWN, how)
+    except (AttributeError, TypeError):  # an exception class with __slots__
+        return error
+    with _hook_lock:
+        if _previous_hook is None and sys.excepthook is sys.__excepthook__:
+            _previous_hook = sys.excepthook
+            sys.excepthook = _hook
+    return error
+
+
+def format_cost(usd: float) -> str:
+    """Dollars as people read them: cents from a cent up, two significant digits below, never $0.000000."""
+    if usd <= 0:
+        return "$0"
+    if usd >= 0.01:
+        return f"${usd:,.2f}"
+    if usd < 0.0001:
+        return "<$0.0001"
+    return f"${float(f'{usd:.2g}'):.6f}".rstrip("0")
