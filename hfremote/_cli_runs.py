@@ -340,7 +340,7 @@ def gc(args: argparse.Namespace) -> int:
         folders.setdefault(run_id, []).append((item.path, int(getattr(item, "size", 0) or 0)))
     active = {run_id for run_id, jobs in _runs(hub, namespace).items() if any(j.status.stage in ACTIVE for j in jobs)}
     cutoff = datetime.now(timezone.utc) - age
-    chosen, kept_running, kept_young = [], 0, 0
+    chosen, kept_running, kept_young, kept_held = [], 0, 0, 0
     for run_id, paths in sorted(folders.items()):
         started = run_started(run_id)
         if started is None:
@@ -353,7 +353,7 @@ def gc(args: argparse.Namespace) -> int:
             continue
         lease = hub.download(bucket, f"runs/{run_id}/shared/{LEASE_FILE}")
         if lease_ttl(lease) is not None and _renewed_recently(lease):
-            kept_running += 1  # a client holds it: a map between two launches has no job for a moment
+            kept_held += 1  # a client holds it: a map between two launches has no job for a moment
             continue
         chosen.append((run_id, paths))
     count = sum(len(paths) for _, paths in chosen)
@@ -365,8 +365,8 @@ def gc(args: argparse.Namespace) -> int:
         if not args.dry_run:
             hub.delete(bucket, [p for p, _ in paths])
     print(
-        f"{verb} {len(chosen)} run folder(s), {count} files, {_bytes(size)}; kept {kept_running} running and "
-        f"{kept_young} newer than {args.older_than}; scheduled functions' folders (schedules/) are never touched"
+        f"{verb} {len(chosen)} run folder(s), {count} files, {_bytes(size)}; kept {kept_running} running, {kept_held} held by a live "
+        f"client and {kept_young} newer than {args.older_than}; scheduled functions' folders (schedules/) are never touched"
     )
     return 0
 
@@ -374,7 +374,7 @@ def gc(args: argparse.Namespace) -> int:
 def _renewed_recently(lease: bytes | None) -> bool:
     try:
         record = json.loads(lease or b"{}")
-        return bool(time.time() - float(record["renewed"]) < max(3 * float(record["ttl"]), 600.0))
+        return bool(time.time() - float(record["renewed"]) < 3 * float(record["ttl"]))
     except (ValueError, KeyError, TypeError):
         return False
 

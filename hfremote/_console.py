@@ -182,3 +182,77 @@ def format_cost(usd: float) -> str:
     if usd < 0.0001:
         return "<$0.0001"
     return f"${float(f'{usd:.2g}'):.6f}".rstrip("0")
+
+
+_ENTRY_FRAME = re.compile(r'^( *)File "[^"\n]*entry\.py", line \d+, in main\n(?:\1 .*\n)*', re.MULTILINE)
+
+
+def strip_entry_frames(text: str) -> str:
+    """A remote traceback without the frames of hfremote's entry script (they say nothing about the user's code)."""
+    return _ENTRY_FRAME.sub("", text)
+
+
+def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
+    """Wait for one call's job, saying what it does: its URL and run id at once, its stage changes, its output
+    (stdout), then its value; a failure's remote traceback is shown once, and Ctrl-C says only what it did."""
+    from ._engine import engine
+    from ._future import local_lines
+    from .errors import RemoteTraceback
+
+    console = Console()
+    done = threading.Event()
+    if stream_logs:
+        console.note(f"{future.name}: job {future.job_id} of run {future.run_id} ({future.url})")
+        threading.Thread(target=_stages, args=(future, console, done), name="hfremote-stages", daemon=True).start()
+    try:
+        if stream_logs:
+            try:
+                for line in local_lines(future.logs(follow=True), future.code_files):
+                    console.job_line(line, hold_traceback=True)
+            except Exception as e:  # the logs are a courtesy: the call's outcome is its result
+                console.note(f"stopped following the logs of job {future.job_id}: {e}")
+        try:
+            return future.result()
+        except Exception as e:
+            # The exception shows the remote traceback as its cause: the same block in the logs would say it twice.
+            console.release_held(drop=isinstance(e.__cause__, RemoteTraceback))
+            raise mark(e, "failure") from e.__cause__
+        finally:
+            console.release_held(drop=False)
+    except KeyboardInterrupt as interrupt:
+        console.close()
+        if detach:
+            console.note(
+                f"detached; job {future.job_id} keeps running ({future.url}). "
+                f"Follow it with `hfremote attach {future.run_id}`"
+            )
+        else:
+            future.cancel()
+            engine().flush()
+            console.note(f"cancelled job {future.job_id} ({future.url})")
+        raise mark(interrupt, "interrupt") from None
+    finally:
+        done.set()
+        console.close()
+
+
+def _stages(future: Any, console: Console, done: threading.Event) -> None:
+    """Say when the job's stage changes (read from what the engine last saw: no request of its own)."""
+    import time
+
+    seen = str(future.info.status.stage)
+    since = time.monotonic()
+    console.note(f"{future.name}: {seen.lower()}")
+    while not done.wait(0.1):
+        stage = str(future.info.status.stage)
+        if stage == seen:
+            continue
+        took = time.monotonic() - since
+        seen, since = stage, time.monotonic()
+        if stage in ("COMPLETED", "ERROR", "CANCELED", "DELETED"):
+            message = future.info.status.message
+            console.note(
+                f"{future.name}: {stage.lower()}" + (f": {message}" if message and stage != "COMPLETED" else "")
+            )
+            return
+        console.note(f"{future.name}: {stage.lower()} (after {took:.1f}s)")

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 import threading
 from collections.abc import Callable, Iterable, Sized
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._config import current_hub, lease_seconds
+from ._console import follow_call
 from ._engine import engine
-from ._future import RemoteFuture, local_lines, watch
+from ._future import RemoteFuture, watch
 from ._hub import Hub
 from ._map import CostEstimate, MapResults, MapRun, MapSettings, calls_of, estimate, length_of
 from ._options import Options, build
@@ -207,34 +207,10 @@ def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-_print_lock = threading.Lock()
-
-
 def wait_streaming(future: RemoteFuture[R], options: Options) -> R:
-    """Wait for a job, printing its log lines to stderr; Ctrl-C cancels it (or detaches, if asked)."""
-    prefix = f"[{future.name} {future.job_id[:8]}] "
-    try:
-        if options.stream_logs:
-            print(f"hfremote: {future.name}: job {future.job_id} of run {future.run_id}: {future.url}", file=sys.stderr)
-            try:
-                for line in local_lines(future.logs(follow=True), future.code_files):
-                    with _print_lock:
-                        print(prefix + line, file=sys.stderr, flush=True)
-            except Exception as e:  # the logs are a courtesy: the call's outcome is its result
-                print(f"hfremote: stopped following the logs of job {future.job_id}: {e}", file=sys.stderr)
-        return future.result()
-    except KeyboardInterrupt:
-        if options.detach:
-            print(
-                f"\nhfremote: detached; job {future.job_id} keeps running ({future.url}). "
-                f"Re-attach with RemoteFuture.attach({future.job_id!r})",
-                file=sys.stderr,
-            )
-        else:
-            future.cancel()
-            engine().flush()
-            print(f"\nhfremote: cancelled job {future.job_id} ({future.url})", file=sys.stderr)
-        raise
+    """Wait for a job, showing its output (see `_console.follow_call`); Ctrl-C cancels it (or detaches, if asked)."""
+    value: R = follow_call(future, options.detach, options.stream_logs)
+    return value
 
 
 class _Remote:
