@@ -365,8 +365,9 @@ def gc(args: argparse.Namespace) -> int:
         if not args.dry_run:
             hub.delete(bucket, [p for p, _ in paths])
     print(
-        f"{verb} {len(chosen)} run folder(s), {count} files, {_bytes(size)}; kept {kept_running} running, {kept_held} held by a live "
-        f"client and {kept_young} newer than {args.older_than}; scheduled functions' folders (schedules/) are never touched"
+        f"{verb} {len(chosen)} run folder(s), {count} files, {_bytes(size)}; kept {kept_running} running, "
+        f"{kept_held} held by a live client and {kept_young} newer than {args.older_than}; "
+        "scheduled functions' folders (schedules/) are never touched"
     )
     return 0
 

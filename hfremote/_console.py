@@ -201,9 +201,10 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
 
     console = Console()
     done = threading.Event()
+    stages = threading.Thread(target=_stages, args=(future, console, done), name="hfremote-stages", daemon=True)
     if stream_logs:
         console.note(f"{future.name}: job {future.job_id} of run {future.run_id} ({future.url})")
-        threading.Thread(target=_stages, args=(future, console, done), name="hfremote-stages", daemon=True).start()
+        stages.start()
     try:
         if stream_logs:
             try:
@@ -220,6 +221,9 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
         finally:
             console.release_held(drop=False)
     except KeyboardInterrupt as interrupt:
+        done.set()
+        if stages.is_alive():
+            stages.join(1.0)
         console.close()
         if detach:
             console.note(
@@ -233,6 +237,8 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
         raise mark(interrupt, "interrupt") from None
     finally:
         done.set()
+        if stages.is_alive():
+            stages.join(1.0)  # its last note comes before whatever the caller prints next
         console.close()
 
 
