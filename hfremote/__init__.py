@@ -15,6 +15,7 @@ Without a Hugging Face token, jobs run on an embedded offline emulator of the pl
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -59,7 +60,12 @@ def __getattr__(name: str) -> Any:
 
         value: Any = version("hfremote")
     elif name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        with warnings.catch_warnings():
+            # huggingface_hub imports tqdm.auto, which warns in a notebook without ipywidgets: hfremote's
+            # bars choose the text bar there themselves (see _console.progress_bar)
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            module = importlib.import_module(f".{_WHERE[name]}", __name__)
+        value = getattr(module, name)
     else:
         raise AttributeError(f"module 'hfremote' has no attribute {name!r}")
     globals()[name] = value  # once

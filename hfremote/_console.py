@@ -262,3 +262,28 @@ def _stages(future: Any, console: Console, done: threading.Event) -> None:
             )
             return
         console.note(f"{future.name}: {stage.lower()} (after {took:.1f}s)")
+
+
+# -- progress bars -----------------------------------------------------------------------------------
+def in_notebook() -> bool:
+    """Running in a Jupyter kernel (where stderr is not a terminal, but a bar still shows)."""
+    return "ipykernel" in sys.modules
+
+
+def progress_default() -> bool:
+    return _isatty(sys.stderr) or in_notebook()
+
+
+def progress_bar(**kwargs: Any) -> Any:
+    """A tqdm bar: the notebook widget where it exists (ipywidgets installed), the text bar otherwise."""
+    if in_notebook():
+        try:
+            import ipywidgets  # type: ignore[import-not-found]  # noqa: F401
+            from tqdm.notebook import tqdm as notebook_tqdm
+
+            return notebook_tqdm(**kwargs)
+        except ImportError:
+            pass
+    from tqdm.std import tqdm
+
+    return tqdm(file=sys.stderr, **kwargs)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from huggingface_hub import JobInfo
 
+from ._console import Console, mark, progress_bar, progress_default
 from ._engine import TERMINAL, engine
 from ._future import ChunkFuture, local_lines, watch
 from ._mapbook import Chunk, MapBook
@@ -32,7 +33,7 @@ from ._options import Options
 from ._packing import pack_calls
 from ._remote_run import read_run
 from ._run import Run
-from .errors import BackendError, OptionsError, RemoteTraceback
+from .errors import BackendError, JobFailedError, OptionsError, RemoteTraceback
 
 R = TypeVar("R")
 
@@ -121,8 +122,9 @@ class MapRun:
         self._jobs = 0
         self._cost_done = 0.0
         self._bar: Any = None
-        self._progress = settings.progress if settings.progress is not None else sys.stderr.isatty()
+        self._progress = settings.progress if settings.progress is not None else progress_default()
         self._log_threads: list[threading.Thread] = []
+        self._console = Console()  # the followed jobs' lines (logs="all"), on stdout
         self._release_lease: Callable[[], None] | None = None
 
     # -- the loop --------------------------------------------------------------------------------
@@ -147,7 +149,7 @@ class MapRun:
                 self._collect()
                 yield from book.ready()
                 if book.error is not None:  # after the results that come before it
-                    raise book.error
+                    raise mark(book.error, "failure")
             deadline = time.monotonic() + 10.0  # every job has ended: print their last followed lines first
             for thread in self._log_threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -277,8 +279,8 @@ class MapRun:
                 dict.fromkeys(calls, (False, exc)) if exc is not None else future.result()
             )
             for index, error in self.book.record(calls, outcomes):
-                if self.logs != "none":
-                    self._print_failure(index, future, error)
+                if self.logs != "none":  # the error the map raises shows its traceback or log tail itself
+                    self._print_failure(index, future, error, brief=error is self.book.error)
         if self.book.error is not None:  # money first: stop every job now; what finished before is still yielded
             self._cancel_all()
         self._refresh_bar()
@@ -294,7 +296,12 @@ class MapRun:
         return len(unfinished)
 
     # -- observability ---------------------------------------------------------------------------
-    def _print_failure(self, index: int, future: ChunkFuture, error: BaseException) -> None:
+    def _print_failure(self, index: int, future: ChunkFuture, error: BaseException, brief: bool = False) -> None:
+        if brief:
+            print(
+                f"[input {index}] failed ({type(error).__name__}); job {future.job_id} ({future.url})", file=sys.stderr
+            )
+            return
         lines = getattr(error, "log_tail", None)
         cause = error.__cause__
         if lines is None and len(future.indexes) > 1 and isinstance(cause, RemoteTraceback):
@@ -306,7 +313,8 @@ class MapRun:
                 lines = list(future.logs())[-20:]
             except Exception:  # the log tail is a courtesy: the failure itself is raised or returned
                 lines = []
-        header = f"[input {index}] failed ({type(error).__name__}: {error}); job {future.job_id}"
+        what = f"ended {error.stage}" if isinstance(error, JobFailedError) else f"{type(error).__name__}: {error}"
+        header = f"[input {index}] failed ({what}); job {future.job_id}"
         lines = list(local_lines(lines, future.code_files))
         print("\n".join([header, *(f"[input {index}] {line}" for line in lines)]), file=sys.stderr)
 
@@ -317,7 +325,7 @@ class MapRun:
         def follow() -> None:
             try:
                 for line in local_lines(future.logs(follow=True), future.code_files):
-                    print(prefix + line, file=sys.stderr, flush=True)
+                    self._console.job_line(line, prefix)
             except Exception:  # log streaming is a courtesy: it must never break the map
                 return
 
@@ -328,9 +336,7 @@ class MapRun:
     def _open_bar(self) -> None:
         if not self._progress:
             return
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=self.total, desc=self.run.name, unit="input", file=sys.stderr, leave=True)
+        self._bar = progress_bar(total=self.total, desc=self.run.name, unit="input", leave=True)
 
     def _refresh_bar(self) -> None:
         if self._bar is None:
