@@ -210,6 +210,14 @@ def main(argv: list[str]) -> int:
     global cloudpickle
     import cloudpickle
 
+    # The platform's logs do not keep the streams apart, and it reads the two pipes separately: writing
+    # both through one keeps the job's lines in the order they were printed.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(sys.stdout.fileno(), sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptors (an unusual runner): keep them
+        pass
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)  # log lines stream as they are printed
