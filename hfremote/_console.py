@@ -213,13 +213,18 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
             except Exception as e:  # the logs are a courtesy: the call's outcome is its result
                 console.note(f"stopped following the logs of job {future.job_id}: {e}")
         try:
-            return future.result()
+            value = future.result()
         except Exception as e:
             # The exception shows the remote traceback as its cause: the same block in the logs would say it twice.
             console.release_held(drop=isinstance(e.__cause__, RemoteTraceback))
             raise mark(e, "failure") from e.__cause__
         finally:
             console.release_held(drop=False)
+        if stream_logs:
+            done.set()
+            stages.join(1.0)
+            console.note(f"{future.name}: completed{_took(future.info)}, cost {_cost(future)}")
+        return value
     except KeyboardInterrupt as interrupt:
         done.set()
         if stages.is_alive():
@@ -242,6 +247,20 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
         console.close()
 
 
+def _took(info: Any) -> str:
+    if info.started_at is None or info.finished_at is None:
+        return ""
+    return f" in {(info.finished_at - info.started_at).total_seconds():.1f}s"
+
+
+def _cost(future: Any) -> str:
+    try:
+        cost = future.cost
+    except Exception:  # the price list could not be read: the value matters, not its price
+        return "unknown"
+    return "unknown" if cost is None else format_cost(cost)
+
+
 def _stages(future: Any, console: Console, done: threading.Event) -> None:
     """Say when the job's stage changes (read from what the engine last saw: no request of its own)."""
     import time
@@ -255,7 +274,9 @@ def _stages(future: Any, console: Console, done: threading.Event) -> None:
             continue
         took = time.monotonic() - since
         seen, since = stage, time.monotonic()
-        if stage in ("COMPLETED", "ERROR", "CANCELED", "DELETED"):
+        if stage == "COMPLETED":
+            return  # said with the value's arrival, with its time and cost
+        if stage in ("ERROR", "CANCELED", "DELETED"):
             message = future.info.status.message
             console.note(
                 f"{future.name}: {stage.lower()}" + (f": {message}" if message and stage != "COMPLETED" else "")

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from huggingface_hub import JobInfo
 
-from ._console import Console, mark, progress_bar, progress_default
+from ._console import Console, format_cost, mark, progress_bar, progress_default
 from ._engine import TERMINAL, engine
 from ._future import ChunkFuture, local_lines, watch
 from ._mapbook import Chunk, MapBook
@@ -153,17 +153,17 @@ class MapRun:
             deadline = time.monotonic() + 10.0  # every job has ended: print their last followed lines first
             for thread in self._log_threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             if self.run.options.detach:
                 print(
                     f"\nhfremote: map interrupted; detached: its {len(self._running)} job(s) keep running. "
                     f"Attach with hfremote.RemoteRun.attach({self.run.run_id!r})",
                     file=sys.stderr,
                 )
-                raise
+                raise mark(interrupt, "interrupt") from None
             count = self._cancel_all()
             print(f"\nhfremote: map interrupted; cancelled {count} unfinished job(s)", file=sys.stderr)
-            raise
+            raise mark(interrupt, "interrupt") from None
         except BaseException:  # a failure, or the caller stopped iterating: stop paying for what it will not read
             self._cancel_all()
             raise
@@ -347,7 +347,7 @@ class MapRun:
         cost = self._cost_done + sum(f.cost or 0.0 for f in self._running)
         self._bar.n = self.book.finished
         self._bar.set_postfix_str(
-            f"running={running} queued={queued} failed={self.book.failed} cost=${cost:.4f}", refresh=False
+            f"running={running} queued={queued} failed={self.book.failed} cost={format_cost(cost)}", refresh=False
         )
         self._bar.refresh()
 
