@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +26,12 @@ from typing import IO, Any
 # C0 controls but tab, DEL, and C1 controls: what a terminal would act on instead of showing.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _PACKAGE = str(Path(__file__).resolve().parent)
+# What `uv run` prints while it sets the job's environment up, before the function's first line.
+SETUP_LINE = re.compile(
+    r"^(?:(?:Installed|Uninstalled|Resolved|Prepared|Audited|Built|Bytecode compiled) \d+ packages?(?: in [\d.]+m?s)?"
+    r"|Using (?:CPython|Python) .*|Downloading \S+(?: \(.*\))?|Downloaded \S+|Building \S+.*|Built \S+.*"
+    r"|Reading inline script metadata from .*|Creating virtual environment.*)$"
+)
 _HIDDEN_FILES = (_PACKAGE, str(Path(threading.__file__).resolve().parent / "concurrent"))
 
 
@@ -201,14 +208,28 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
 
     console = Console()
     done = threading.Event()
-    stages = threading.Thread(target=_stages, args=(future, console, done), name="hfremote-stages", daemon=True)
+    notes: _Stages | None = None
+
+    def watch_stages() -> None:
+        if notes is not None:
+            notes.watch(done)
+
+    stages = threading.Thread(target=watch_stages, name="hfremote-stages", daemon=True)
     if stream_logs:
         console.note(f"{future.name}: job {future.job_id} of run {future.run_id} ({future.url})")
+        notes = _Stages(future, console)
         stages.start()
     try:
         if stream_logs:
             try:
+                setup = True  # uv's own lines come first: each becomes a short note, not job output
                 for line in local_lines(future.logs(follow=True), future.code_files):
+                    if notes is not None:
+                        notes.saw("RUNNING")  # it prints: it runs
+                    if setup and SETUP_LINE.match(line.strip()):
+                        console.note(f"{future.name}: {_setup_note(line.strip())}")
+                        continue
+                    setup = False
                     console.job_line(line, hold_traceback=True)
             except Exception as e:  # the logs are a courtesy: the call's outcome is its result
                 console.note(f"stopped following the logs of job {future.job_id}: {e}")
@@ -247,6 +268,13 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
         console.close()
 
 
+def _setup_note(line: str) -> str:
+    """uv's line as a note about the job's environment."""
+    if line.startswith(("Installed", "Downloading", "Uninstalled")):
+        return "dependencies: " + line[0].lower() + line[1:]
+    return "setting up: " + line[0].lower() + line[1:]
+
+
 def _took(info: Any) -> str:
     if info.started_at is None or info.finished_at is None:
         return ""
@@ -261,28 +289,37 @@ def _cost(future: Any) -> str:
     return "unknown" if cost is None else format_cost(cost)
 
 
-def _stages(future: Any, console: Console, done: threading.Event) -> None:
-    """Say when the job's stage changes (read from what the engine last saw: no request of its own)."""
-    import time
+class _Stages:
+    """Says when the job's stage changes: from what the engine last saw (no request of its own), or from the
+    job's first log line (it is running, whatever the engine's last look said)."""
 
-    seen = str(future.info.status.stage)
-    since = time.monotonic()
-    console.note(f"{future.name}: {seen.lower()}")
-    while not done.wait(0.1):
-        stage = str(future.info.status.stage)
-        if stage == seen:
-            continue
-        took = time.monotonic() - since
-        seen, since = stage, time.monotonic()
-        if stage == "COMPLETED":
-            return  # said with the value's arrival, with its time and cost
-        if stage in ("ERROR", "CANCELED", "DELETED"):
-            message = future.info.status.message
-            console.note(
-                f"{future.name}: {stage.lower()}" + (f": {message}" if message and stage != "COMPLETED" else "")
-            )
-            return
-        console.note(f"{future.name}: {stage.lower()} (after {took:.1f}s)")
+    def __init__(self, future: Any, console: Console) -> None:
+        self.future, self.console = future, console
+        self.lock = threading.Lock()
+        self.seen = str(future.info.status.stage)
+        self.since = time.monotonic()
+        self.ended = False
+        console.note(f"{future.name}: {self.seen.lower()}")
+
+    def saw(self, stage: str) -> None:
+        with self.lock:
+            if stage == self.seen or self.ended or (stage == "SCHEDULING" and self.seen == "RUNNING"):
+                return
+            took = time.monotonic() - self.since
+            self.seen, self.since = stage, time.monotonic()
+            if stage == "COMPLETED":
+                self.ended = True  # said with the value's arrival, with its time and cost
+                return
+            if stage in ("ERROR", "CANCELED", "DELETED"):
+                self.ended = True
+                message = self.future.info.status.message
+                self.console.note(f"{self.future.name}: {stage.lower()}" + (f": {message}" if message else ""))
+                return
+            self.console.note(f"{self.future.name}: {stage.lower()} (after {took:.1f}s)")
+
+    def watch(self, done: threading.Event) -> None:
+        while not done.wait(0.1) and not self.ended:
+            self.saw(str(self.future.info.status.stage))
 
 
 # -- progress bars -----------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def test_a_failure_prints_its_remote_traceback_once(cli: Any) -> None:
     assert err[1] == "hfremote: boom: scheduling"
     stages = 2
     while err[stages].startswith("hfremote: boom: "):  # the stages the engine saw: running, error (timing)
-        assert re.fullmatch(r"hfremote: boom: (running \(after \d+\.\ds\)|error: .*)", err[stages]), err
+        assert re.fullmatch(r"hfremote: boom: (running \(after \d+\.\ds\)|dependencies: .*|error: .*)", err[stages])
         stages += 1
     rest = err[stages:]
     line = JOBS.splitlines().index('    raise ValueError(f"bad {n}")') + 1

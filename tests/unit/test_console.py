@@ -11,7 +11,15 @@ from typing import Literal
 import pytest
 
 from hfremote._cli_args import parse_call
-from hfremote._console import Console, clean_traceback, format_cost, neutralise, strip_entry_frames
+from hfremote._console import (
+    SETUP_LINE,
+    Console,
+    _setup_note,
+    clean_traceback,
+    format_cost,
+    neutralise,
+    strip_entry_frames,
+)
 
 
 class Tty(io.StringIO):
@@ -155,3 +163,19 @@ print(type(bar).__module__)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "tqdm.std"
+
+
+def test_uv_set_up_lines_become_a_short_summary() -> None:
+    for line in (
+        "Installed 57 packages in 41.2s",
+        "Installed 1 package in 2ms",
+        "Downloading torch (846.0MiB)",
+        "Downloaded torch",
+        "Resolved 12 packages in 310ms",
+        "Uninstalled 2 packages in 5ms",
+    ):
+        assert SETUP_LINE.match(line), line
+    for line in ("Installed the model", "hello", "Downloading the dataset now", "Traceback (most recent call last):"):
+        assert not SETUP_LINE.match(line), line
+    assert _setup_note("Installed 57 packages in 41.2s") == "dependencies: installed 57 packages in 41.2s"
+    assert _setup_note("Downloading torch (846.0MiB)") == "dependencies: downloading torch (846.0MiB)"
