@@ -6,8 +6,9 @@ lines go to local stdout, where a program's output belongs (`python train.py > o
 and hfremote's notes, stage changes and errors to stderr. The job writes both of its streams through
 one pipe (see `_entry.py`), so their lines keep the order they were printed in.
 
-A line that ends in a carriage return is a transient state (a progress bar's update): on a terminal
-it is drawn over the previous one as a live line; elsewhere only the final state is kept. Control
+A line that starts with a carriage return is an update of the line before (a progress bar: the job's
+entry script ends a line at each carriage return, since the platform splits lines only at newlines):
+on a terminal it is drawn over the last one as a live line; elsewhere only the final state is kept. Control
 characters (ANSI escapes, NULs, bells) are shown as visible escapes unless raw output is asked for.
 """
 
@@ -47,7 +48,8 @@ class Console:
         self.out, self.err, self.raw = out or sys.stdout, err or sys.stderr, raw
         self.live = _isatty(self.out)
         self._lock = threading.RLock()
-        self._shown = False  # a live (transient) line is on the terminal
+        self._shown = False  # a live line (updated by carriage returns) is on the terminal
+        self._pending: str | None = None  # off a terminal: the last update, printed when its line ends
         self._held: list[str] = []  # a traceback block, held until it is known whether the failure shows it
         self._held_done = False
 
@@ -57,9 +59,10 @@ class Console:
             self.job_line(line, prefix, hold_tracebacks)
 
     def job_line(self, line: str, prefix: str = "", hold_traceback: bool = False) -> None:
-        transient = line.endswith("\r")
-        # Several carriage-return updates in one line (a platform that splits only on newlines): the last wins.
-        text = line.rstrip("\r").rsplit("\r", 1)[-1]
+        line = line.rstrip("\r")  # a CRLF line end
+        update = line.startswith("\r")
+        # Several updates in one line (output the entry script did not see, e.g. a subprocess's): the last wins.
+        text = line.rsplit("\r", 1)[-1]
         if not self.raw:
             text = neutralise(text)
         with self._lock:
@@ -73,12 +76,14 @@ class Console:
                 self._held, self._held_done = [prefix + text], False
                 return
             self._flush_held()
-            if transient:
+            if update:
                 if self.live:
                     self.out.write("\r" + prefix + text + "\x1b[K")
                     self.out.flush()
                     self._shown = True
-                return  # not a terminal: only the final state is kept
+                else:  # not a terminal: only the final state is kept, printed when the next line comes
+                    self._pending = prefix + text if text else None
+                return
             self._end_live()
             self.out.write(prefix + text + "\n")
             self.out.flush()
@@ -101,15 +106,17 @@ class Console:
         if self._shown:
             self.out.write("\n")
             self._shown = False
+        if self._pending is not None:
+            self.out.write(self._pending + "\n")
+            self._pending = None
 
     # -- notes ---------------------------------------------------------------------------------------
     def note(self, text: str) -> None:
         """One line of hfremote's own, on stderr."""
         with self._lock:
             if self._shown and _same_terminal(self.out, self.err):
-                self.out.write("\n")
+                self._end_live()
                 self.out.flush()
-                self._shown = False
             self.err.write(f"hfremote: {text}\n")
             self.err.flush()
 

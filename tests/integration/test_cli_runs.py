@@ -53,6 +53,15 @@ def napper(seconds: float) -> str:
     return "woke"
 
 
+@remote(timeout="5m")
+def bar(steps: int) -> str:
+    for i in range(steps + 1):
+        print(f"\\r{i}/{steps}", end="", flush=True)  # what tqdm writes
+    print()
+    print("after the bar")
+    return "done"
+
+
 @remote.schedule("@daily", name="nightly", timeout="5m")
 def nightly(board: str, top: int = 3) -> str:
     return board * top
@@ -284,3 +293,39 @@ def test_the_command_loads_without_the_emulator_or_the_client() -> None:
     code = f"import sys, hfremote.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_progress_bar_is_a_live_line_on_a_terminal_and_its_last_state_elsewhere(cli: Any, emulator: Emulator) -> None:
+    piped = cli("run", "jobs.py::bar", "--steps", "5")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.splitlines() == ["5/5", "after the bar", "'done'"]
+    # on the platform, each update is a log line of its own (so it arrives as it happens)
+    api = HfApi(endpoint=emulator.endpoint, token=emulator.token)
+    run_id = re.search(r"of run (\S+) ", piped.stderr)[1]  # type: ignore[index]
+    assert _job_logs(api, emulator, run_id)[:7] == [f"\r{i}/5" for i in range(6)] + ["after the bar"]
+
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*HFREMOTE, "run", "jobs.py::bar", "--steps", "3"],
+        env=cli.env,
+        cwd=cli.cwd,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the other end closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(60)
+    os.close(leader)
+    shown = b"".join(chunks).decode().replace("\r\n", "\n")  # the terminal's own newline translation
+    assert shown == "".join(f"\r{i}/3\x1b[K" for i in range(4)) + "\nafter the bar\n'done'\n", repr(shown)

@@ -40,24 +40,43 @@ def test_control_characters_are_neutralised() -> None:
 def test_carriage_return_updates_keep_only_the_last_state_off_a_terminal() -> None:
     out = io.StringIO()
     console = Console(out=out, err=io.StringIO())
-    console.job_line("0%\r10%\r100%")  # a platform that splits only on newlines: one line of updates
-    console.job_line("50%\r")  # a transient state on its own line
+    console.job_line("\r0%\r10%\r100%")  # a platform that splits only on newlines: one line of updates
+    console.job_line("plain\r")  # a CRLF line end is an ordinary line
+    console.job_line("\r10%")  # updates, one per line, as the entry script writes them
+    console.job_line("\r50%")
     console.job_line("done")
+    console.job_line("\r99%")  # the last state before the end
     console.close()
-    assert out.getvalue() == "100%\ndone\n"
+    assert out.getvalue() == "100%\nplain\n50%\ndone\n99%\n"
 
 
 def test_carriage_return_updates_are_a_live_line_on_a_terminal() -> None:
     out = Tty()
     err = Tty()
     console = Console(out=out, err=err)
-    console.job_line("10%\r")
-    console.job_line("20%\r")
+    console.job_line("\r10%")
+    console.job_line("\r20%")
     console.note("a note")  # ends the live line first
-    console.job_line("30%\r")
+    console.job_line("\r30%")
     console.job_line("finished")
     assert out.getvalue() == "\r10%\x1b[K\r20%\x1b[K\n\r30%\x1b[K\nfinished\n"
     assert err.getvalue() == "hfremote: a note\n"
+
+
+def test_the_job_ends_a_line_at_each_carriage_return_update() -> None:
+    from hfremote._entry import _Updates
+
+    sink = io.StringIO()
+    stream = _Updates(sink)
+    for i in range(3):
+        stream.write(f"\r{i}/2")  # what tqdm writes
+    stream.write("\n")
+    stream.write("line\r\n")  # CRLF stays one line end
+    stream.write("a")
+    stream.write("\r")
+    stream.write("\n")
+    stream.write("x\ry\n")
+    assert sink.getvalue().split("\n") == ["\r0/2", "\r1/2", "\r2/2", "line\r", "a", "\r", "x", "\ry", ""]
 
 
 def test_a_held_traceback_is_dropped_or_printed() -> None:
