@@ -8,6 +8,7 @@ or after it (unless the function has a parameter of that name: then it is the fu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -79,6 +80,8 @@ def run_command(args: argparse.Namespace) -> int:
     call_args, call_kwargs = split_call(params, values)
     if overrides.get("detach"):
         runs.require_backend("run --detach")  # a detached job in a throwaway emulator would die with it
+    if args.raw:
+        os.environ["HFREMOTE_RAW_OUTPUT"] = "1"
     chosen = rf.options(**overrides) if overrides else rf
     if chosen.settings.detach:
         future = chosen.submit(*call_args, **call_kwargs)

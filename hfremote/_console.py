@@ -14,6 +14,7 @@ characters (ANSI escapes, NULs, bells) are shown as visible escapes unless raw o
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -36,6 +37,11 @@ SETUP_LINE = re.compile(
 _HIDDEN_FILES = (_PACKAGE, str(Path(threading.__file__).resolve().parent / "concurrent"))
 
 
+def raw_output() -> bool:
+    """HFREMOTE_RAW_OUTPUT=1 (or `hfremote run --raw`): the job's control characters reach the terminal as they are."""
+    return os.environ.get("HFREMOTE_RAW_OUTPUT", "") not in ("", "0", "false", "no")
+
+
 def neutralise(text: str) -> str:
     """Control characters made visible and harmless: ESC[31m shows as \\x1b[31m and colours nothing."""
     return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], text)
@@ -45,7 +51,8 @@ class Console:
     """One writer for a call's output: job lines on stdout, notes on stderr, one live line at most."""
 
     def __init__(self, raw: bool = False, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
-        self.out, self.err, self.raw = out or sys.stdout, err or sys.stderr, raw
+        self.out, self.err = out or sys.stdout, err or sys.stderr
+        self.raw = raw or raw_output()
         self.live = _isatty(self.out)
         self._lock = threading.RLock()
         self._shown = False  # a live line (updated by carriage returns) is on the terminal

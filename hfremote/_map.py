@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from huggingface_hub import JobInfo
 
-from ._console import Console, format_cost, mark, progress_bar, progress_default
+from ._console import Console, format_cost, mark, neutralise, progress_bar, progress_default, raw_output
 from ._engine import TERMINAL, engine
 from ._future import ChunkFuture, local_lines, watch
 from ._mapbook import Chunk, MapBook
@@ -315,7 +315,7 @@ class MapRun:
                 lines = []
         what = f"ended {error.stage}" if isinstance(error, JobFailedError) else f"{type(error).__name__}: {error}"
         header = f"[input {index}] failed ({what}); job {future.job_id}"
-        lines = list(local_lines(lines, future.code_files))
+        lines = [line if raw_output() else neutralise(line) for line in local_lines(lines, future.code_files)]
         print("\n".join([header, *(f"[input {index}] {line}" for line in lines)]), file=sys.stderr)
 
     def _follow_logs(self, future: ChunkFuture) -> None:

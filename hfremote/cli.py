@@ -206,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     schedules = commands.add_parser("schedules", help="list or control deployed scheduled functions")
     schedules.add_argument(
-        "action", nargs="?", default="list", choices=["list", "suspend", "resume", "trigger", "delete"]
+        "action",
+        nargs="?",
+        default="list",
+        choices=["list", "suspend", "resume", "trigger", "delete"],
+        help="what to do (default: list)",
     )
     schedules.add_argument("name", nargs="?", help="the scheduled function's name (see the list)")
     schedules.set_defaults(handler=_schedules)

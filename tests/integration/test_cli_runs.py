@@ -329,3 +329,19 @@ def test_a_progress_bar_is_a_live_line_on_a_terminal_and_its_last_state_elsewher
     os.close(leader)
     shown = b"".join(chunks).decode().replace("\r\n", "\n")  # the terminal's own newline translation
     assert shown == "".join(f"\r{i}/3\x1b[K" for i in range(4)) + "\nafter the bar\n'done'\n", repr(shown)
+
+
+def test_run_a_module_function_raw_and_follow_its_logs(cli: Any, emulator: Emulator) -> None:
+    raw = cli("run", "--raw", "jobs:train", "--lr", "2")  # module:function, found from the current directory
+    assert raw.returncode == 0, raw.stderr
+    assert "\x1b[31mred\x1b[0m nul:\x00." in raw.stdout.splitlines()
+    started = cli("run", "--detach", "jobs.py::napper", "--seconds", "2")
+    run_id = started.stdout.strip()
+    followed = cli("logs", "-f", run_id)  # returns when the job ends, with every line once
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.splitlines() == ["MARKER-napping"]
+    api = HfApi(endpoint=emulator.endpoint, token=emulator.token)
+    (job,) = list(api.list_jobs(namespace=emulator.user, labels={"hfremote-run": run_id}))
+    assert job.status.stage == "COMPLETED"
+    assert cli("logs", "-f", job.id).stdout.splitlines() == ["MARKER-napping"]
+    assert cli("result", run_id).stdout.strip() == "'woke'"
