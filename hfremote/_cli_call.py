@@ -78,12 +78,11 @@ def run_command(args: argparse.Namespace) -> int:
         if key not in overrides and getattr(args, key, None):
             overrides[key] = getattr(args, key)
     call_args, call_kwargs = split_call(params, values)
-    if overrides.get("detach"):
-        runs.require_backend("run --detach")  # a detached job in a throwaway emulator would die with it
     if args.raw:
         os.environ["HFREMOTE_RAW_OUTPUT"] = "1"
     chosen = rf.options(**overrides) if overrides else rf
     if chosen.settings.detach:
+        runs.require_backend("run --detach")  # a detached job in a throwaway emulator would die with it
         future = chosen.submit(*call_args, **call_kwargs)
         print(f"hfremote: started run {future.run_id}: job {future.job_id} ({future.url})", file=sys.stderr)
         print(
