@@ -208,6 +208,14 @@ def format_cost(usd: float) -> str:
 _ENTRY_FRAME = re.compile(r'^( *)File "[^"\n]*entry\.py", line \d+, in main\n(?:\1 .*\n)*', re.MULTILINE)
 
 
+def without_last_traceback(lines: list[str]) -> list[str]:
+    """Log lines without the traceback that ends them (shown by the exception raised instead)."""
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("Traceback (most recent call last):"):
+            return lines[:i]
+    return lines
+
+
 def strip_entry_frames(text: str) -> str:
     """A remote traceback without the frames of hfremote's entry script (they say nothing about the user's code)."""
     return _ENTRY_FRAME.sub("", text)

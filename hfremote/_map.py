@@ -25,7 +25,16 @@ from typing import Any, TypeVar
 
 from huggingface_hub import JobInfo
 
-from ._console import Console, format_cost, mark, neutralise, progress_bar, progress_default, raw_output
+from ._console import (
+    Console,
+    format_cost,
+    mark,
+    neutralise,
+    progress_bar,
+    progress_default,
+    raw_output,
+    without_last_traceback,
+)
 from ._engine import TERMINAL, engine
 from ._future import ChunkFuture, local_lines, watch
 from ._mapbook import Chunk, MapBook
@@ -297,13 +306,12 @@ class MapRun:
 
     # -- observability ---------------------------------------------------------------------------
     def _print_failure(self, index: int, future: ChunkFuture, error: BaseException, brief: bool = False) -> None:
-        if brief:
-            print(
-                f"[input {index}] failed ({type(error).__name__}); job {future.job_id} ({future.url})", file=sys.stderr
-            )
-            return
+        """A failed input's last log lines; for the error the map raises (`brief`), which shows its own
+        traceback or log tail, only the job and the lines before the traceback."""
         lines = getattr(error, "log_tail", None)
         cause = error.__cause__
+        if brief and (lines is not None or len(future.indexes) > 1 or isinstance(error, BackendError)):
+            lines = []  # everything there is to show is in the error itself
         if lines is None and len(future.indexes) > 1 and isinstance(cause, RemoteTraceback):
             lines = cause.text.splitlines()  # the job's log mixes the chunk's inputs: this one's own traceback
         if lines is None and isinstance(error, BackendError):
@@ -313,8 +321,13 @@ class MapRun:
                 lines = list(future.logs())[-20:]
             except Exception:  # the log tail is a courtesy: the failure itself is raised or returned
                 lines = []
-        what = f"ended {error.stage}" if isinstance(error, JobFailedError) else f"{type(error).__name__}: {error}"
-        header = f"[input {index}] failed ({what}); job {future.job_id}"
+            if brief and isinstance(cause, RemoteTraceback):
+                lines = without_last_traceback(lines)
+        if brief:
+            header = f"[input {index}] failed ({type(error).__name__}); job {future.job_id} ({future.url})"
+        else:
+            what = f"ended {error.stage}" if isinstance(error, JobFailedError) else f"{type(error).__name__}: {error}"
+            header = f"[input {index}] failed ({what}); job {future.job_id}"
         lines = [line if raw_output() else neutralise(line) for line in local_lines(lines, future.code_files)]
         print("\n".join([header, *(f"[input {index}] {line}" for line in lines)]), file=sys.stderr)
 

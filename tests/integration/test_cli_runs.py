@@ -345,3 +345,45 @@ def test_run_a_module_function_raw_and_follow_its_logs(cli: Any, emulator: Emula
     assert job.status.stage == "COMPLETED"
     assert cli("logs", "-f", job.id).stdout.splitlines() == ["MARKER-napping"]
     assert cli("result", run_id).stdout.strip() == "'woke'"
+
+
+MAP_FAILURE = """
+from hfremote import remote
+
+
+@remote(timeout="5m")
+def check(x: int) -> int:
+    print(f"checking {x}")
+    if x == 2:
+        raise ValueError(f"bad input {x}")
+    return x
+
+
+for value in check.map(range(4), progress=False):
+    print("got", value)
+"""
+
+
+def test_a_failed_map_prints_its_traceback_once(cli: Any) -> None:
+    script = Path(cli.cwd, "failing_map.py")
+    script.write_text(MAP_FAILURE)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        env=cli.env,
+        cwd=cli.cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == ["got 0", "got 1"]
+    err = proc.stderr
+    assert err.count('raise ValueError(f"bad input {x}")') == 1, err  # the remote traceback, once
+    assert err.count("bad input 2") == 2, err  # the remote traceback's last line, then the exception's own
+    header = re.search(
+        r"^\[input 2\] failed \(ValueError\); job [0-9a-f]+ \(http://\S+\)\n\[input 2\] checking 2\n", err, re.M
+    )
+    assert header, err  # the job, and its output before the traceback
+    assert "entry.py" not in err and "hfremote/_map.py" not in err and "concurrent/futures" not in err, err
+    assert err.rstrip().endswith("ValueError: bad input 2"), err
