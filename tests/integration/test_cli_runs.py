@@ -387,3 +387,33 @@ def test_a_failed_map_prints_its_traceback_once(cli: Any) -> None:
     assert header, err  # the job, and its output before the traceback
     assert "entry.py" not in err and "hfremote/_map.py" not in err and "concurrent/futures" not in err, err
     assert err.rstrip().endswith("ValueError: bad input 2"), err
+
+
+def test_ctrl_c_on_attach_leaves_the_run_running(cli: Any, emulator: Emulator) -> None:
+    import signal
+
+    run_id = cli("run", "--detach", "jobs.py::napper", "--seconds", "60").stdout.strip()
+    attach = subprocess.Popen(
+        [*HFREMOTE, "attach", run_id],
+        env=cli.env,
+        cwd=cli.cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        Lines(attach.stdout).wait_for("^MARKER-napping$")  # type: ignore[arg-type]
+        attach.send_signal(signal.SIGINT)
+        attach.wait(60)
+        err = attach.stderr.read() if attach.stderr else ""
+    finally:
+        if attach.poll() is None:
+            attach.kill()
+            attach.wait()
+    assert attach.returncode == 130
+    assert (
+        err.splitlines()[-1] == f"hfremote: detached; run {run_id} keeps running (`hfremote cancel {run_id}` stops it)"
+    )
+    assert "Traceback" not in err
+    assert json.loads(cli("ps", "--json").stdout)[0]["jobs"] == {"RUNNING": 1}
+    assert cli("cancel", run_id).returncode == 0
