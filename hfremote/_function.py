@@ -3,7 +3,7 @@
 @remote(flavor="a10g-small", timeout="2h")
 def train(lr: float) -> dict: ...
 
-train(3e-4)               # blocks, streams the job's logs to stderr, returns the value
+train(3e-4)               # blocks, shows the job's output (stdout) and stages (stderr), returns the value
 train.submit(3e-4)        # RemoteFuture[dict] at once
 train.local(3e-4)         # a plain call
 train.options(flavor="a100-large")(1e-3)
@@ -191,7 +191,7 @@ class RemoteFunction(Generic[P, R]):
         return estimate(price, settings, count, chunksize, retries)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the call as a job and wait for it, printing its log lines to stderr."""
+        """Run the call as a job and wait for it, showing its output (see `_console.follow_call`)."""
         future = self.submit(*args, **kwargs)
         return wait_streaming(future, self._options)
 
