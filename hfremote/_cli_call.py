@@ -97,7 +97,10 @@ def run_command(args: argparse.Namespace) -> int:
         return 130  # the call has said what it did with the job
     except Exception as e:
         from ._console import clean_traceback
+        from .errors import HFRemoteError, RemoteTraceback
 
+        if isinstance(e, HFRemoteError) and not isinstance(e.__cause__, RemoteTraceback):
+            raise  # hfremote's own (bad options, the platform, a job without a result): one line, from main
         sys.stderr.write(clean_traceback(e))
         return 1
     if value is not None:

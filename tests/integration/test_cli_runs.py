@@ -417,3 +417,18 @@ def test_ctrl_c_on_attach_leaves_the_run_running(cli: Any, emulator: Emulator) -
     assert "Traceback" not in err
     assert json.loads(cli("ps", "--json").stdout)[0]["jobs"] == {"RUNNING": 1}
     assert cli("cancel", run_id).returncode == 0
+
+
+def test_run_overrides_the_decorators_options(cli: Any, emulator: Emulator) -> None:
+    started = cli("run", "--flavor", "cpu-upgrade", "jobs.py::napper", "--seconds", "1", "--timeout", "90s", "--detach")
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    api = HfApi(endpoint=emulator.endpoint, token=emulator.token)
+    (job,) = list(api.list_jobs(namespace=emulator.user, labels={"hfremote-run": run_id}))
+    assert job.flavor == "cpu-upgrade"
+    assert cli("result", run_id).stdout.strip() == "'woke'"
+    assert (emulator.ctx.store.job(job.id) or {}).get("timeout") == 90  # what the platform was asked for
+    bad = cli("run", "--flavor", "gpu-of-dreams", "jobs.py::napper", "--seconds", "1")
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("hfremote run: flavor 'gpu-of-dreams' is not a hardware flavor"), bad.stderr
+    assert len(emulator.jobs()) == 1  # refused before any job
