@@ -221,6 +221,10 @@ def strip_entry_frames(text: str) -> str:
     return _ENTRY_FRAME.sub("", text)
 
 
+_following = [0]  # blocking calls showing their output now
+_following_lock = threading.Lock()
+
+
 def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
     """Wait for one call's job, saying what it does: its URL and run id at once, its stage changes, its output
     (stdout), then its value; a failure's remote traceback is shown once, and Ctrl-C says only what it did."""
@@ -241,6 +245,8 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
         console.note(f"{future.name}: job {future.job_id} of run {future.run_id} ({future.url})")
         notes = _Stages(future, console)
         stages.start()
+    with _following_lock:
+        _following[0] += 1
     try:
         if stream_logs:
             try:
@@ -252,7 +258,9 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
                         console.note(f"{future.name}: {_setup_note(line.strip())}")
                         continue
                     setup = False
-                    console.job_line(line, hold_traceback=True)
+                    # several blocking calls at once (threads) say whose each line is
+                    prefix = f"[{future.name} {future.job_id[:8]}] " if _following[0] > 1 else ""
+                    console.job_line(line, prefix, hold_traceback=True)
             except Exception as e:  # the logs are a courtesy: the call's outcome is its result
                 console.note(f"stopped following the logs of job {future.job_id}: {e}")
         try:
@@ -284,6 +292,8 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
             console.note(f"cancelled job {future.job_id} ({future.url})")
         raise mark(interrupt, "interrupt") from None
     finally:
+        with _following_lock:
+            _following[0] -= 1
         done.set()
         if stages.is_alive():
             stages.join(1.0)  # its last note comes before whatever the caller prints next

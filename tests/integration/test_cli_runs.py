@@ -432,3 +432,55 @@ def test_run_overrides_the_decorators_options(cli: Any, emulator: Emulator) -> N
     assert bad.returncode == 1
     assert bad.stderr.startswith("hfremote run: flavor 'gpu-of-dreams' is not a hardware flavor"), bad.stderr
     assert len(emulator.jobs()) == 1  # refused before any job
+
+
+THREADS = """
+import os
+import threading
+import time
+
+from hfremote import _console, remote
+
+
+@remote(timeout="5m")
+def speak(word: str) -> str:
+    for i in range(3):
+        print(f"{word} {i}", flush=True)
+    return word
+
+
+@remote(timeout="5m")
+def wait_long() -> None:
+    import time
+
+    time.sleep(60)
+
+
+# One blocking call in a thread, following its job's output; then a second blocking call in this thread.
+threading.Thread(target=wait_long, daemon=True).start()
+deadline = time.monotonic() + 60
+while _console._following[0] < 1:
+    assert time.monotonic() < deadline, "the first call never started"
+    time.sleep(0.01)
+print("RESULT", speak("beta"), flush=True)
+os._exit(0)  # (the emulator stops the long job when the test ends)
+"""
+
+
+def test_blocking_calls_from_threads_say_whose_line_it_is(cli: Any) -> None:
+    script = Path(cli.cwd, "threads.py")
+    script.write_text(THREADS)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        env=cli.env,
+        cwd=cli.cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    job = re.search(r"hfremote: speak: job ([0-9a-f]{8})", proc.stderr)
+    assert job, proc.stderr
+    assert lines == [f"[speak {job[1]}] beta {i}" for i in range(3)] + ["RESULT beta"], proc.stdout
