@@ -48,7 +48,9 @@ def main() -> None:
     # A small fan-out: submit returns futures at once; the jobs run in parallel.
     futures = {n: collatz_steps.submit(n) for n in (27, 97, 871)}
     for n, future in futures.items():
-        print(f"collatz({n}) takes {future.result()} steps  (job {future.job_id}, ~${future.cost or 0:.6f})")
+        cost = future.cost or 0.0  # a few seconds of cpu-basic: fractions of a cent
+        shown = f"~${cost:.4f}" if cost >= 0.0001 else "<$0.0001"
+        print(f"collatz({n}) takes {future.result()} steps  (job {future.job_id}, {shown})")
 
     # map: one job per input (or per chunk of inputs), results in input order.
     print("collatz(1..8):", list(collatz_steps.map(range(1, 9), chunksize=2)))

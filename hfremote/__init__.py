@@ -12,19 +12,76 @@
 Without a Hugging Face token, jobs run on an embedded offline emulator of the platform.
 """
 
-from importlib.metadata import version as _version
+from __future__ import annotations
 
-from . import _engine
-from ._config import configure
-from ._function import RemoteFunction, remote
-from ._future import RemoteError, RemoteFuture, as_completed, gather, wait
-from ._map import CostEstimate, MapResults
-from ._remote_run import RemoteRun
-from ._schedule import Deployment, ScheduledFunction, ScheduledRun, ScheduleInfo
-from .errors import BackendError, HFRemoteError, JobFailedError, OptionsError, PicklingError, RemoteTraceback
+import importlib
+import warnings
+from typing import TYPE_CHECKING, Any
 
-__version__ = _version("hfremote")
-_engine.install_sigterm()  # SIGTERM cancels the jobs this process starts, even when it starts them from a thread
+from . import _signals
+
+if TYPE_CHECKING:
+    from ._config import configure
+    from ._function import RemoteFunction, remote
+    from ._future import RemoteError, RemoteFuture, as_completed, gather, wait
+    from ._map import CostEstimate, MapResults
+    from ._remote_run import RemoteRun
+    from ._schedule import Deployment, ScheduledFunction, ScheduledRun, ScheduleInfo
+    from .errors import BackendError, HFRemoteError, JobFailedError, OptionsError, PicklingError, RemoteTraceback
+
+# Names are imported when first used (PEP 562), so `hfremote --help` and `hfremote.cli` do not pay for
+# huggingface_hub and the engine (about 0.7 s) before they need them.
+_WHERE = {
+    "configure": "_config",
+    "RemoteFunction": "_function",
+    "remote": "_function",
+    "RemoteError": "_future",
+    "RemoteFuture": "_future",
+    "as_completed": "_future",
+    "gather": "_future",
+    "wait": "_future",
+    "CostEstimate": "_map",
+    "MapResults": "_map",
+    "RemoteRun": "_remote_run",
+    "Deployment": "_schedule",
+    "ScheduledFunction": "_schedule",
+    "ScheduledRun": "_schedule",
+    "ScheduleInfo": "_schedule",
+    "BackendError": "errors",
+    "HFRemoteError": "errors",
+    "JobFailedError": "errors",
+    "OptionsError": "errors",
+    "PicklingError": "errors",
+    "RemoteTraceback": "errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        value: Any = version("hfremote")
+    elif name in _WHERE:
+        with warnings.catch_warnings():
+            # huggingface_hub imports tqdm.auto, which warns in a notebook without ipywidgets: hfremote's
+            # bars choose the text bar there themselves (see _console.progress_bar)
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            module = importlib.import_module(f".{_WHERE[name]}", __name__)
+        value = getattr(module, name)
+    else:
+        raise AttributeError(f"module 'hfremote' has no attribute {name!r}")
+    globals()[name] = value  # once
+    return value
+
+
+_signals.install_sigterm()  # SIGTERM cancels the jobs this process starts, even from a worker thread
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+__version__: str
 __all__ = [
     "BackendError",
     "CostEstimate",

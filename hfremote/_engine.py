@@ -21,18 +21,14 @@ SIGTERM of the process cancels the unfinished jobs of every run that is not deta
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
-import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import JobInfo
@@ -40,6 +36,7 @@ from huggingface_hub import JobInfo
 from ._config import poll_interval, unreachable_timeout
 from ._hub import Hub
 from ._run import RUN_LABEL, lease_record
+from ._signals import install_sigterm
 from .errors import BackendError
 
 if TYPE_CHECKING:
@@ -407,26 +404,6 @@ def engine() -> Engine:
         return _ENGINE[0]
 
 
-_SIGTERM_INSTALLED: list[bool] = []
-
-
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    count = engine().cancel_everything() if _ENGINE else 0
-    if count:
-        os.write(2, f"\nhfremote: terminated; cancelled {count} unfinished job(s)\n".encode())
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)  # then end as the signal would have
-
-
-def install_sigterm() -> None:
-    """SIGTERM (a batch scheduler's stop, `kill`) cancels the jobs this process started, as Ctrl-C does.
-
-    Signal handlers can only be set from the main thread: this is tried when hfremote is imported (from
-    the main thread, as a rule) and again whenever the main thread uses the engine. A program that
-    handles SIGTERM itself is left alone."""
-    if _SIGTERM_INSTALLED or threading.current_thread() is not threading.main_thread():
-        return
-    with contextlib.suppress(ValueError, OSError):
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _on_term)
-        _SIGTERM_INSTALLED.append(True)
+def cancel_everything() -> int:
+    """What SIGTERM does (see `_signals`): cancel the unfinished jobs of the runs this process owns."""
+    return engine().cancel_everything() if _ENGINE else 0

@@ -239,13 +239,52 @@ def _watch_lease(path: str) -> None:
     threading.Thread(target=watch, name="hfremote-lease", daemon=True).start()
 
 
+class _Updates:
+    """A text stream whose carriage-return updates (a progress bar) each end a log line.
+
+    The platform splits a job's output into log lines at newlines only, so a bar's hundred updates would
+    arrive as one line when it finishes. A carriage return after text on the same line ends that line
+    first: each update becomes its own line starting with "\r", which the client draws over the last.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream, self._mid = stream, False  # _mid: text written since the last line break
+
+    def write(self, text: str) -> int:
+        out = []
+        for i, piece in enumerate(text.split("\r")):
+            if i:  # a carriage return before `piece`
+                if piece.startswith("\n"):
+                    out.append("\r")  # "\r\n": an ordinary line end
+                else:
+                    out.append("\n\r" if self._mid else "\r")
+                    self._mid = False
+            if piece:
+                out.append(piece)
+                self._mid = not piece.endswith("\n")
+        self._stream.write("".join(out))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str]) -> int:
     global cloudpickle
     import cloudpickle
 
+    # The platform's logs do not keep the streams apart, and it reads the two pipes separately: writing
+    # both through one keeps the job's lines in the order they were printed.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(sys.stdout.fileno(), sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptors (an unusual runner): keep them
+        pass
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)  # log lines stream as they are printed
+    sys.stdout, sys.stderr = _Updates(sys.stdout), _Updates(sys.stderr)
     shared = os.path.dirname(os.path.realpath(__file__))
     # A scheduled function: every run executes the one chunk and keeps its result under a run-unique name.
     each_run = argv[1:2] == ["--each-run"]

@@ -3,7 +3,7 @@
 @remote(flavor="a10g-small", timeout="2h")
 def train(lr: float) -> dict: ...
 
-train(3e-4)               # blocks, streams the job's logs to stderr, returns the value
+train(3e-4)               # blocks, shows the job's output (stdout) and stages (stderr), returns the value
 train.submit(3e-4)        # RemoteFuture[dict] at once
 train.local(3e-4)         # a plain call
 train.options(flavor="a100-large")(1e-3)
@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import sys
 import threading
 import types
 from collections.abc import Callable, Iterable, Sized
@@ -22,8 +21,9 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ._calls import PackedCall, Packer, describe
 from ._config import current_hub, lease_seconds
+from ._console import follow_call
 from ._engine import engine
-from ._future import RemoteFuture, local_lines, watch
+from ._future import RemoteFuture, watch
 from ._hub import Hub
 from ._inside import LocalFunction
 from ._map import CostEstimate, MapResults, MapRun, MapSettings, calls_of, estimate, length_of
@@ -199,7 +199,7 @@ class RemoteFunction(Generic[P, R]):
         return estimate(price, settings, count, chunksize, retries)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the call as a job and wait for it, printing its log lines to stderr."""
+        """Run the call as a job and wait for it, showing its output (see `_console.follow_call`)."""
         future = self.submit(*args, **kwargs)
         return wait_streaming(future, self._options)
 
@@ -227,34 +227,10 @@ class RemoteFunction(Generic[P, R]):
         return f"<RemoteFunction {describe(self._fn)} flavor={self._options.flavor}>"
 
 
-_print_lock = threading.Lock()
-
-
 def wait_streaming(future: RemoteFuture[R], options: Options) -> R:
-    """Wait for a job, printing its log lines to stderr; Ctrl-C cancels it (or detaches, if asked)."""
-    prefix = f"[{future.name} {future.job_id[:8]}] "
-    try:
-        if options.stream_logs:
-            print(f"hfremote: {future.name}: job {future.job_id} of run {future.run_id}: {future.url}", file=sys.stderr)
-            try:
-                for line in local_lines(future.logs(follow=True), future.code_files):
-                    with _print_lock:
-                        print(prefix + line, file=sys.stderr, flush=True)
-            except Exception as e:  # the logs are a courtesy: the call's outcome is its result
-                print(f"hfremote: stopped following the logs of job {future.job_id}: {e}", file=sys.stderr)
-        return future.result()
-    except KeyboardInterrupt:
-        if options.detach:
-            print(
-                f"\nhfremote: detached; job {future.job_id} keeps running ({future.url}). "
-                f"Re-attach with RemoteFuture.attach({future.job_id!r})",
-                file=sys.stderr,
-            )
-        else:
-            future.cancel()
-            engine().flush()
-            print(f"\nhfremote: cancelled job {future.job_id} ({future.url})", file=sys.stderr)
-        raise
+    """Wait for a job, showing its output (see `_console.follow_call`); Ctrl-C cancels it (or detaches, if asked)."""
+    value: R = follow_call(future, options.detach, options.stream_logs)
+    return value
 
 
 class _Remote:

@@ -26,6 +26,7 @@ import cloudpickle
 from huggingface_hub import JobInfo
 
 from ._config import current_hub
+from ._console import strip_entry_frames
 from ._engine import TERMINAL, engine
 from ._entry import SETUP_FAILURE, read_results
 from ._hub import BUCKET, Hub
@@ -338,7 +339,7 @@ def _decode_payload(data: bytes, code_files: dict[str, str]) -> tuple[bool, Any]
     if error is None:
         error = rebuild_exception(payload) or _rebuild(payload.get("type", "Exception"), payload.get("message", ""))
     if payload.get("traceback"):
-        error.__cause__ = RemoteTraceback(localize(payload["traceback"], code_files))
+        error.__cause__ = RemoteTraceback(strip_entry_frames(localize(payload["traceback"], code_files)))
     return False, error
 
 

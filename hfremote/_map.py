@@ -26,13 +26,23 @@ from typing import Any, TypeVar
 from huggingface_hub import JobInfo
 
 from ._calls import PackedCall
+from ._console import (
+    Console,
+    format_cost,
+    mark,
+    neutralise,
+    progress_bar,
+    progress_default,
+    raw_output,
+    without_last_traceback,
+)
 from ._engine import TERMINAL, engine
 from ._future import ChunkFuture, local_lines, watch
 from ._mapbook import Chunk, MapBook
 from ._options import Options, check_map_options
 from ._remote_run import first_job, read_run
 from ._run import Run
-from .errors import BackendError, OptionsError, RemoteTraceback
+from .errors import BackendError, JobFailedError, OptionsError, RemoteTraceback
 
 R = TypeVar("R")
 
@@ -124,8 +134,9 @@ class MapRun:
         self._jobs = 0
         self._cost_done = 0.0
         self._bar: Any = None
-        self._progress = settings.progress if settings.progress is not None else sys.stderr.isatty()
+        self._progress = settings.progress if settings.progress is not None else progress_default()
         self._log_threads: list[threading.Thread] = []
+        self._console = Console()  # the followed jobs' lines (logs="all"), on stdout
         self._release_lease: Callable[[], None] | None = None
 
     # -- the loop --------------------------------------------------------------------------------
@@ -150,21 +161,21 @@ class MapRun:
                 self._collect()
                 yield from book.ready()
                 if book.error is not None:  # after the results that come before it
-                    raise book.error
+                    raise mark(book.error, "failure")
             deadline = time.monotonic() + 10.0  # every job has ended: print their last followed lines first
             for thread in self._log_threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             if self.run.options.detach:
                 print(
                     f"\nhfremote: map interrupted; detached: its {len(self._running)} job(s) keep running. "
                     f"Attach with hfremote.RemoteRun.attach({self.run.run_id!r})",
                     file=sys.stderr,
                 )
-                raise
+                raise mark(interrupt, "interrupt") from None
             count = self._cancel_all()
             print(f"\nhfremote: map interrupted; cancelled {count} unfinished job(s)", file=sys.stderr)
-            raise
+            raise mark(interrupt, "interrupt") from None
         except BaseException:  # a failure, or the caller stopped iterating: stop paying for what it will not read
             self._cancel_all()
             raise
@@ -292,8 +303,8 @@ class MapRun:
                 dict.fromkeys(calls, (False, exc)) if exc is not None else future.result()
             )
             for index, error in self.book.record(calls, outcomes):
-                if self.logs != "none":
-                    self._print_failure(index, future, error)
+                if self.logs != "none":  # the error the map raises shows its traceback or log tail itself
+                    self._print_failure(index, future, error, brief=error is self.book.error)
         if self.book.error is not None:  # money first: stop every job now; what finished before is still yielded
             self._cancel_all()
         self._refresh_bar()
@@ -315,9 +326,13 @@ class MapRun:
         return len(unfinished) + len(untracked)
 
     # -- observability ---------------------------------------------------------------------------
-    def _print_failure(self, index: int, future: ChunkFuture, error: BaseException) -> None:
+    def _print_failure(self, index: int, future: ChunkFuture, error: BaseException, brief: bool = False) -> None:
+        """A failed input's last log lines; for the error the map raises (`brief`), which shows its own
+        traceback or log tail, only the job and the lines before the traceback."""
         lines = getattr(error, "log_tail", None)
         cause = error.__cause__
+        if brief and (lines is not None or len(future.indexes) > 1 or isinstance(error, BackendError)):
+            lines = []  # everything there is to show is in the error itself
         if lines is None and len(future.indexes) > 1 and isinstance(cause, RemoteTraceback):
             lines = cause.text.splitlines()  # the job's log mixes the chunk's inputs: this one's own traceback
         if lines is None and isinstance(error, BackendError):
@@ -327,8 +342,14 @@ class MapRun:
                 lines = future.log_tail(20, tries=2)
             except Exception:  # the log tail is a courtesy: the failure itself is raised or returned
                 lines = []
-        header = f"[input {index}] failed ({type(error).__name__}: {error}); job {future.job_id}"
-        lines = list(local_lines(lines, future.code_files))
+            if brief and isinstance(cause, RemoteTraceback):
+                lines = without_last_traceback(lines)
+        if brief:
+            header = f"[input {index}] failed ({type(error).__name__}); job {future.job_id} ({future.url})"
+        else:
+            what = f"ended {error.stage}" if isinstance(error, JobFailedError) else f"{type(error).__name__}: {error}"
+            header = f"[input {index}] failed ({what}); job {future.job_id}"
+        lines = [line if raw_output() else neutralise(line) for line in local_lines(lines, future.code_files)]
         print("\n".join([header, *(f"[input {index}] {line}" for line in lines)]), file=sys.stderr)
 
     def _follow_logs(self, future: ChunkFuture) -> None:
@@ -338,7 +359,7 @@ class MapRun:
         def follow() -> None:
             try:
                 for line in local_lines(future.logs(follow=True), future.code_files):
-                    print(prefix + line, file=sys.stderr, flush=True)
+                    self._console.job_line(line, prefix)
             except Exception:  # log streaming is a courtesy: it must never break the map
                 return
 
@@ -349,9 +370,7 @@ class MapRun:
     def _open_bar(self) -> None:
         if not self._progress:
             return
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=self.total, desc=self.run.name, unit="input", file=sys.stderr, leave=True)
+        self._bar = progress_bar(total=self.total, desc=self.run.name, unit="input", leave=True)
 
     def _refresh_bar(self) -> None:
         if self._bar is None:
@@ -362,7 +381,7 @@ class MapRun:
         cost = self._cost_done + sum(f.cost or 0.0 for f in self._running)
         self._bar.n = self.book.finished
         self._bar.set_postfix_str(
-            f"running={running} queued={queued} failed={self.book.failed} cost=${cost:.4f}", refresh=False
+            f"running={running} queued={queued} failed={self.book.failed} cost={format_cost(cost)}", refresh=False
         )
         self._bar.refresh()
 

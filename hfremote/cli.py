@@ -1,4 +1,10 @@
-"""The `hfremote` command."""
+"""The `hfremote` command.
+
+argparse rather than click: it is in the standard library and loads in a few milliseconds, the
+`emulator` sub-command and its options are argparse already, and a function's own options for
+`hfremote run` are built from its signature as a second parser (see `_cli_args.py`). Every verb imports
+what it needs when it runs, so `hfremote --help` loads neither huggingface_hub nor the emulator.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,14 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from types import FrameType, ModuleType
+from typing import Any
 
-from .emulator import Emulator, Faults
-from .emulator._sandbox import mode_from as sandbox_mode
-from .emulator._server import DEFAULT_USER
-from .emulator._users import parse_org, parse_user
+from . import _cli_runs as runs
 from .errors import HFRemoteError
 
 
@@ -23,6 +28,11 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _emulator(args: argparse.Namespace) -> int:
+    from .emulator import Emulator, Faults
+    from .emulator._sandbox import mode_from as sandbox_mode
+    from .emulator._server import DEFAULT_USER
+    from .emulator._users import parse_org, parse_user
+
     try:
         faults = [Faults.parse(spec) for spec in args.fault]
     except (TypeError, ValueError) as e:
@@ -90,33 +100,62 @@ def _gpus(value: str | None) -> int | list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _load(target: str) -> ModuleType:
+def load(target: str) -> ModuleType:
     """A Python file (by path) or an importable module (by dotted name)."""
     path = Path(target)
     if path.suffix == ".py" or path.exists():
         if not path.is_file():
-            raise SystemExit(f"hfremote deploy: no such file: {target}")
+            raise runs.CommandError(f"no such file: {target}")
         sys.path.insert(0, str(path.resolve().parent))
         spec = importlib.util.spec_from_file_location(path.stem, path)
         if spec is None or spec.loader is None:
-            raise SystemExit(f"hfremote deploy: cannot load {target}")
+            raise runs.CommandError(f"cannot load {target}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
         spec.loader.exec_module(module)
         return module
-    return importlib.import_module(target)
+    sys.path.insert(0, os.getcwd())  # `hfremote run pkg.mod:fn` finds the caller's own modules, as python -m does
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as e:
+        raise runs.CommandError(f"{target!r} is neither a file nor an importable module ({e})") from None
+
+
+def split_target(target: str) -> tuple[str, str | None]:
+    """`path.py::fn`, `module:fn`, or a file or module alone."""
+    if "::" in target:
+        where, _, name = target.partition("::")
+        return where, name or None
+    if ":" in target and not Path(target).exists():
+        where, _, name = target.rpartition(":")
+        return where, name or None
+    return target, None
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    from ._cli_args import parse_call
     from ._schedule import ScheduledFunction
 
-    module = _load(args.target)
-    functions = [value for value in vars(module).values() if isinstance(value, ScheduledFunction)]
-    if not functions:
-        print(f"hfremote deploy: no scheduled functions (@remote.schedule) in {args.target}", file=sys.stderr)
+    runs.require_backend("deploy")  # a schedule deployed into a throwaway emulator would vanish with it
+    where, name = split_target(args.target)
+    module = load(where)
+    found = {key: value for key, value in vars(module).items() if isinstance(value, ScheduledFunction)}
+    if name is not None:
+        found = {key: value for key, value in found.items() if name in (key, value.name)}
+    if not found:
+        what = f"no scheduled function {name!r}" if name else "no scheduled functions (@remote.schedule)"
+        print(f"hfremote deploy: {what} in {where}", file=sys.stderr)
         return 1
-    for fn in functions:
-        done = fn.deploy()
+    if args.args and len(found) > 1:
+        names = ", ".join(f"{where}::{key}" for key in found)
+        print(
+            f"hfremote deploy: arguments given, but {where} has several scheduled functions: name one ({names})",
+            file=sys.stderr,
+        )
+        return 2
+    for key, fn in found.items():
+        call_args, call_kwargs = parse_call(fn.__wrapped__, args.args, f"hfremote deploy {where}::{key}")
+        done = fn.deploy(*call_args, **call_kwargs)
         print(f"{done.action:<11} {done.name}  {done.schedule}  (scheduled job {done.scheduled_job_id})")
     return 0
 
@@ -177,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME[:TOKEN]",
         help="a user and its token (repeatable; the first is the default user, its token may come from --token; "
-        f"default: {DEFAULT_USER})",
+        "default: emulator-user)",  # (the emulator's DEFAULT_USER: not imported, so the command loads fast)
     )
     emu.add_argument(
         "--org",
@@ -215,31 +254,113 @@ def build_parser() -> argparse.ArgumentParser:
 
     deploy = commands.add_parser(
         "deploy",
-        help="deploy every @remote.schedule function of a file or module",
+        help="deploy the @remote.schedule functions of a file or module",
         description="Create or update the scheduled job of every ScheduledFunction found in a Python file or "
-        "module, and print what was created, updated, rescheduled or left unchanged.",
+        "module (or of one: path.py::fn, module:fn), and print what was created, updated, rescheduled or left "
+        "unchanged. The function's arguments follow the target as options named after its parameters "
+        "(hfremote deploy examples/scheduled.py --board open-llm --top 3). Needs a Hugging Face token or "
+        "HF_ENDPOINT: a schedule deployed into a throwaway emulator would vanish.",
     )
-    deploy.add_argument("target", metavar="PATH_OR_MODULE")
+    deploy.add_argument("target", metavar="PATH_OR_MODULE[::FUNCTION]")
+    deploy.add_argument("args", nargs=argparse.REMAINDER, help="the function's arguments: --param value ...")
     deploy.set_defaults(handler=_deploy)
 
     schedules = commands.add_parser("schedules", help="list or control deployed scheduled functions")
     schedules.add_argument(
-        "action", nargs="?", default="list", choices=["list", "suspend", "resume", "trigger", "delete"]
+        "action",
+        nargs="?",
+        default="list",
+        choices=["list", "suspend", "resume", "trigger", "delete"],
+        help="what to do (default: list)",
     )
     schedules.add_argument("name", nargs="?", help="the scheduled function's name (see the list)")
     schedules.set_defaults(handler=_schedules)
+    _add_run_verbs(commands)
     return parser
 
 
+def _add_run_verbs(commands: Any) -> None:
+    from ._cli_call import add_run
+
+    add_run(commands)
+    ps = commands.add_parser(
+        "ps",
+        help="list runs (calls and maps), not jobs",
+        description="Runs with unfinished jobs: their id, "
+        "function, jobs by stage, when they started and their cost so far.",
+    )
+    ps.add_argument("-a", "--all", action="store_true", help="finished runs too")
+    ps.add_argument("--json", action="store_true", help="print JSON")
+    ps.set_defaults(handler=runs.ps)
+
+    target = {"metavar": "RUN|JOB", "help": "a run id (see `hfremote ps`) or a job id"}
+    logs = commands.add_parser("logs", help="print the logs of a run's jobs or of one job")
+    logs.add_argument("target", **target)
+    logs.add_argument("-f", "--follow", action="store_true", help="follow the logs until the jobs end")
+    logs.add_argument("--raw", action="store_true", help="print control characters (colours, ...) as they are")
+    logs.set_defaults(handler=runs.logs)
+
+    cancel = commands.add_parser("cancel", help="cancel a run's unfinished jobs, or one job")
+    cancel.add_argument("target", **target)
+    cancel.set_defaults(handler=runs.cancel)
+
+    result = commands.add_parser(
+        "result",
+        help="print the result of a run or job (waits for it)",
+        description="Print the repr of the value a run or a job returned (every input's, for a map), waiting "
+        "for jobs still running; a failure prints its remote traceback and exits with status 1.",
+    )
+    result.add_argument("target", **target)
+    result.add_argument("-o", "--output", metavar="FILE", help="write the value (a list, for a map) with cloudpickle")
+    result.set_defaults(handler=runs.result)
+
+    attach = commands.add_parser(
+        "attach",
+        help="follow a run to its end: its logs, then its results",
+        description="Follow a run started by this or another process: its jobs' logs, then its results. "
+        "Ctrl-C stops following; the run keeps running.",
+    )
+    attach.add_argument("target", metavar="RUN", help="a run id (see `hfremote ps`)")
+    attach.add_argument("--raw", action="store_true", help="print control characters as they are")
+    attach.set_defaults(handler=runs.attach)
+
+    gc = commands.add_parser(
+        "gc",
+        help="delete the bucket folders of finished runs",
+        description="Delete runs/<run id>/ in the {namespace}/hfremote bucket for runs that finished and are "
+        "older than --older-than. Never a running run's folder, never a scheduled function's (schedules/).",
+    )
+    gc.add_argument("--older-than", default="7d", metavar="AGE", help="e.g. 12h, 7d, 2w (default: 7d)")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    gc.set_defaults(handler=runs.gc)
+
+    hardware = commands.add_parser("hardware", help="list the hardware flavors with their prices")
+    hardware.add_argument("--json", action="store_true", help="print JSON")
+    hardware.set_defaults(handler=runs.hardware)
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return f"hfremote {version('hfremote')}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    parser.add_argument("--version", action="version", version=_version())
+    args = parser.parse_args(argv)
     if getattr(args, "verbose", False):
         logging.basicConfig(level=logging.INFO)
     try:
         return int(args.handler(args))
+    except runs.CommandError as e:
+        print(f"hfremote {args.command}: {e}", file=sys.stderr)
+        return 2
     except HFRemoteError as e:
         print(f"hfremote {args.command}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -275,9 +275,10 @@ class Emulator:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)
-        if self._socket is not None and (self._thread is None or not self._thread.is_alive()):
-            self._socket.close()  # the server closes it itself; this is for a server that never ran
-            self._socket = None
+        started = self._server is not None and self._server.started
+        if self._socket is not None and not started:
+            self._socket.close()  # a server that ran closes it itself (closing it here too races its shutdown)
+        self._socket = None
         self.ctx.store.close()
         self._server = None
         if self._temp:

@@ -532,30 +532,35 @@ def test_ctrl_c_on_a_blocking_call(remote_emulator: Emulator, api: HfApi, tmp_pa
         text=True,
     )
     try:
-        stderr = Lines(proc.stderr)  # type: ignore[arg-type]
-        marker = stderr.wait_for(r"^\[napper ([0-9a-f]+)\] MARKER-napping-now$")
-        short_id = marker[1]
+        stdout = Lines(proc.stdout)  # type: ignore[arg-type]
+        stdout.wait_for(r"^MARKER-napping-now$")  # the job's output comes out on stdout, as it is
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
-        text = stderr.rest()
-        stdout = proc.stdout.read() if proc.stdout else ""
+        text = proc.stderr.read() if proc.stderr else ""
+        out = stdout.rest()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode != 0
-    assert "result:" not in stdout
-    assert "KeyboardInterrupt" in text
+    assert out.splitlines() == ["MARKER-napping-now"]
+    # stderr, line by line: where the job is, its stages, then only what Ctrl-C did (no traceback)
+    lines = text.splitlines()
+    first = re.fullmatch(r"hfremote: napper: job ([0-9a-f]+) of run (\S+) \((http://\S+/jobs/\S+)\)", lines[0])
+    assert first, text
+    job_id, run_id, url = first.groups()
+    assert url.endswith(job_id)
+    assert lines[1] == "hfremote: napper: scheduling", text
+    rest = lines[2:]
+    # then the job's stage and its environment's set-up (uv's summary, when it installed anything)
+    while rest and re.fullmatch(r"hfremote: napper: (running \(after \d+\.\ds\)|dependencies: .*)", rest[0]):
+        rest.pop(0)
     if detach:
-        found = re.search(r"detached; job ([0-9a-f]+) keeps running", text)
-        assert found, text
-        job_id = found[1]
-        assert f"RemoteFuture.attach('{job_id}')" in text
+        assert rest == [
+            f"hfremote: detached; job {job_id} keeps running ({url}). Follow it with `hfremote attach {run_id}`"
+        ], text
     else:
-        found = re.search(r"cancelled job ([0-9a-f]+)", text)
-        assert found, text
-        job_id = found[1]
-    assert job_id.startswith(short_id)
+        assert rest == [f"hfremote: cancelled job {job_id} ({url})"], text
     ns = remote_emulator.user
     if detach:
         assert api.inspect_job(job_id=job_id, namespace=ns).status.stage == "RUNNING"

@@ -333,7 +333,7 @@ def test_entry_writes_the_exception_and_its_traceback(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", fails, [(("boom",), {})])
     done = run_entry(run, "0")
     assert done.returncode == 1
-    assert "ValueError: boom" in done.stderr
+    assert "ValueError: boom" in done.stdout  # the job writes its stderr through its stdout, in order
     payload = result(run, "0")
     assert payload["ok"] is False
     assert isinstance(payload["error"], ValueError)
@@ -365,9 +365,9 @@ def test_entry_refuses_a_mismatched_environment(tmp_path: Path, manifest: dict[s
     run = make_run(tmp_path / "run", twice, [((1,), {}), ((2,), {})], **manifest)
     done = run_entry(run, "0", "1")
     assert done.returncode == 2
-    assert done.stderr.startswith("hfremote: ")
+    assert done.stdout.startswith("hfremote: ")  # (its stderr goes through its stdout)
     for word in words:
-        assert word in done.stderr
+        assert word in done.stdout
     for call in ("0", "1"):
         payload = result(run, call)
         assert payload["ok"] is False
@@ -484,4 +484,4 @@ def test_entry_says_what_to_do_when_an_arguments_package_is_missing(tmp_path: Pa
     error = result(run, "0")["error"]
     assert isinstance(error, ModuleNotFoundError)
     assert any("dependencies=[...]" in note for note in error.__notes__)
-    assert "dependencies=[...]" in done.stderr
+    assert "dependencies=[...]" in done.stdout  # (the job's stderr goes to its stdout, to keep the order)
