@@ -44,30 +44,24 @@ def stages(emulator: Emulator, run_id: str) -> list[str]:
     return sorted(job["status"]["stage"] for job in run_jobs(emulator, run_id))
 
 
-# -- the endpoint goes away --------------------------------------------------------------------------
-def test_a_map_whose_endpoint_dies_for_good_fails_within_the_bound(tmp_path: Path) -> None:
-    # `hfremote emulator` in its own process, killed with SIGKILL mid-map: nothing answers on its port again.
+def emulator_process(tmp_path: Path, max_running: int) -> tuple[subprocess.Popen[str], str]:
+    """`hfremote emulator` in a process of its own (to be killed with SIGKILL), and its endpoint."""
+    args = ["--port", "0", "--state-dir", str(tmp_path / "state"), "--token", TOKEN, "--max-running", str(max_running)]
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hfremote.cli",
-            "emulator",
-            "--port",
-            "0",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--token",
-            TOKEN,
-            "--max-running",
-            "4",
-        ],
+        [sys.executable, "-m", "hfremote.cli", "emulator", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    endpoint = Lines(server.stdout).wait_for(r"serving on (http://\S+)", DEADLINE).group(1)  # type: ignore[arg-type]
+    return server, endpoint
+
+
+# -- the endpoint goes away --------------------------------------------------------------------------
+def test_a_map_whose_endpoint_dies_for_good_fails_within_the_bound(tmp_path: Path) -> None:
+    # `hfremote emulator` in its own process, killed with SIGKILL mid-map: nothing answers on its port again.
+    server, endpoint = emulator_process(tmp_path, 4)
     try:
-        endpoint = Lines(server.stdout).wait_for(r"serving on (http://\S+)", DEADLINE).group(1)  # type: ignore[arg-type]
         hfremote.configure(endpoint=endpoint, token=TOKEN, unreachable_timeout=3)
 
         @remote(timeout=300)
@@ -693,28 +687,9 @@ except BackendError:
 
 def test_a_client_whose_endpoint_died_exits_promptly(tmp_path: Path) -> None:
     """Its background requests (lease renewals, cancels, reads) must not hold the interpreter's exit."""
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hfremote.cli",
-            "emulator",
-            "--port",
-            "0",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--token",
-            TOKEN,
-            "--max-running",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    server, endpoint = emulator_process(tmp_path, 2)
     client = None
     try:
-        endpoint = Lines(server.stdout).wait_for(r"serving on (http://\S+)", DEADLINE).group(1)  # type: ignore[arg-type]
         script = tmp_path / "dying.py"
         script.write_text(DYING_CLIENT)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFREMOTE_"))}
