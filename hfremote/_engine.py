@@ -23,13 +23,15 @@ from __future__ import annotations
 import atexit
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from huggingface_hub import JobInfo
 
@@ -43,12 +45,34 @@ if TYPE_CHECKING:
     from ._future import RemoteFuture
 
 log = logging.getLogger("hfremote")
+T = TypeVar("T")
 TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
 ACTIVE = ("SCHEDULING", "RUNNING")
 # Log streams held open at once, each ending when its job does: the engine learns of those ends at
 # once instead of at its next tick (seconds apart on the Hub). Polling still sees every end.
 _MAX_END_STREAMS = 8
 _CANCEL_FLUSH_SECONDS = 20.0
+
+
+_LOOK_SECONDS = 60.0  # a look that gets no answer this long counts as failed (a frozen endpoint)
+
+
+def _within(seconds: float, fn: Callable[[], T]) -> T:
+    """`fn()`, or TimeoutError after `seconds`: the client sends without a read timeout, so a frozen
+    endpoint would hold the look (and every run's future) forever. The thread left waiting is a daemon."""
+    box: Future[T] = Future()
+
+    def call() -> None:
+        try:
+            box.set_result(fn())
+        except BaseException as e:
+            box.set_exception(e)
+
+    threading.Thread(target=call, name="hfremote-look", daemon=True).start()
+    try:
+        return box.result(timeout=seconds)
+    except FutureTimeout:  # (the builtin TimeoutError from Python 3.11)
+        raise TimeoutError(f"no answer in {seconds:.0f}s") from None
 
 
 class _Workers:
@@ -281,7 +305,10 @@ class Engine:
         # endpoint is down must not hold up every other run's ticks.
         started = time.monotonic()
         try:
-            active = run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id}, list(ACTIVE), tries=1)
+            active = _within(
+                min(_LOOK_SECONDS, unreachable_timeout()),
+                lambda: run.hub.list_jobs(run.namespace, {RUN_LABEL: run.run_id}, list(ACTIVE), tries=1),
+            )
         except Exception as e:
             self._failed_look(run, e, started)
             return
@@ -399,9 +426,21 @@ def engine() -> Engine:
     with _ENGINE_LOCK:
         if not _ENGINE:
             _ENGINE.append(Engine())
-            atexit.register(_ENGINE[0].flush, 10.0)  # cancels asked for just before the end are sent
+            atexit.register(_at_exit)
         install_sigterm()
         return _ENGINE[0]
+
+
+def _at_exit() -> None:
+    """The process ends with jobs it started still running (a `submit` never waited for): they are
+    cancelled and it says so, as a killed process's jobs end with their lease; unless detached."""
+    count = _ENGINE[0].cancel_everything() if _ENGINE else 0  # (and the cancels asked for before are sent)
+    if count:
+        print(
+            f"hfremote: cancelled {count} unfinished job(s) at exit; a job outlives its process only with "
+            "detach=True (then RemoteFuture.attach(job_id) or RemoteRun.attach(run_id) finds it again)",
+            file=sys.stderr,
+        )
 
 
 def cancel_everything() -> int:

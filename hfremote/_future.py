@@ -228,7 +228,8 @@ class RemoteFuture(Future[R], Generic[R]):
             self.set_exception(value)
 
     def _result_path(self) -> str:
-        return self.layout.results(self.call)
+        each_run = self.layout.folder.startswith("schedules/")  # a scheduled function's runs: one file each
+        return self.layout.results(self.call, self.job_id if each_run else None)
 
     def _failure(self, info: JobInfo) -> JobFailedError:
         """What an input that got no result raises: the job's stage, message, URL and last log lines."""

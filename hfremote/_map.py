@@ -41,7 +41,7 @@ from ._future import ChunkFuture, local_lines, watch
 from ._mapbook import Chunk, MapBook
 from ._options import Options, check_map_options
 from ._remote_run import first_job, read_run
-from ._run import Run
+from ._run import FUNCTION_LABEL, Run, lease_ttl
 from .errors import BackendError, JobFailedError, OptionsError, RemoteTraceback
 
 R = TypeVar("R")
@@ -143,16 +143,16 @@ class MapRun:
     def __iter__(self) -> Generator[Any, None, None]:
         book = self.book
         self._open_bar()
-        if self.run.lease_ttl is not None:  # renewed at once when resuming: the old client's lease may be stale
-            self._release_lease = engine().hold_lease(
-                self.run.hub, self.run.bucket, self.run.layout.lease, self.run.lease_ttl, now=self.resume
-            )
         if self.logs != "none":
             how = "resumed" if self.resume else "started"
             print(f"hfremote: map of {self.run.name} {how}: run {self.run.run_id}", file=sys.stderr)
         try:
             if self.resume:
                 self._adopt()
+            if self.run.lease_ttl is not None:  # renewed at once when resuming: the old client's may be stale
+                self._release_lease = engine().hold_lease(
+                    self.run.hub, self.run.bucket, self.run.layout.lease, self.run.lease_ttl, now=self.resume
+                )
             while True:
                 self._launch()
                 yield from book.ready()
@@ -187,10 +187,22 @@ class MapRun:
     # -- resuming --------------------------------------------------------------------------------
     def _adopt(self) -> None:
         """Take over what an earlier process left of this run: results, and jobs still running."""
-        state = read_run(self.run.hub, self.run.namespace, self.run.run_id, self.run.code_files)
+        run = self.run
+        state = read_run(run.hub, run.namespace, run.run_id, run.code_files)
+        mine = run.labels("")[FUNCTION_LABEL].rsplit("-", 1)[-1]
+        theirs = {(j.labels or {}).get(FUNCTION_LABEL, "").rsplit("-", 1)[-1] for j in state.jobs} - {"", mine}
+        if theirs:
+            raise OptionsError(
+                f"resume={run.run_id!r} is a run of {', '.join(sorted(theirs))}, not of {mine}: "
+                "resume a run with the function that started it"
+            )
         # This process is the run's client now: its lease is written at once (fresh, or marked detached when
-        # this map is), even if every chunk left still runs and nothing else is uploaded.
-        self.run.write_lease()
+        # this map is), even if every chunk left still runs and nothing else is uploaded; renewed as often as
+        # the running jobs expect (they read its ttl when they started).
+        earlier = lease_ttl(run.hub.download(run.bucket, run.layout.lease))
+        if run.lease_ttl is not None and earlier is not None:
+            run.lease_ttl = min(run.lease_ttl, earlier)
+        run.write_lease()
         self.book.taken.update(state.launched)  # a chunk uploaded but never run is uploaded and run again
         for index, outcome in state.outcomes.items():
             self._covered[index] = outcome

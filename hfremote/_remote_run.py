@@ -136,8 +136,9 @@ class RemoteRun:
         release = None
         if state.running:  # keep the jobs waited for alive, as their own client would (not a detached run's)
             bucket, lease = self._hub.bucket(self.namespace), Layout.of_run(self.run_id).lease
-            if lease_ttl(self._hub.download(bucket, lease)) is not None:
-                release = engine().hold_lease(self._hub, bucket, lease, lease_seconds(), now=True)
+            ttl = lease_ttl(self._hub.download(bucket, lease))
+            if ttl is not None:  # renewed as often as its jobs expect (they read the ttl when they start)
+                release = engine().hold_lease(self._hub, bucket, lease, min(ttl, lease_seconds()), now=True)
         for future in state.running:
             engine().watch(future)
         try:

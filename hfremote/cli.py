@@ -76,7 +76,11 @@ def _emulator(args: argparse.Namespace) -> int:
         return 2
     # `kill` (SIGTERM) must stop the emulator as Ctrl-C does: jobs run in their own sessions and would outlive it
     signal.signal(signal.SIGTERM, _interrupt)
-    emu.start()
+    try:
+        emu.start()
+    except (RuntimeError, OSError, OverflowError) as e:  # a port taken or out of range, a state dir in use
+        print(f"hfremote emulator: cannot start: {e}", file=sys.stderr)
+        return 2
     print(f"hfremote emulator serving on {emu.endpoint} (state in {emu.state_dir})", flush=True)
     where = "the token you gave" if first_token or args.token else f"the token in {emu.state_dir / 'token'}"
     print(f"  export HF_ENDPOINT={emu.endpoint} HF_TOKEN=<{where}>", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import fcntl
 import hashlib
 import logging
 import os
@@ -14,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import uvicorn
 
@@ -200,6 +201,7 @@ class Emulator:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
+        self._state_lock: IO[bytes] | None = None
 
     def _saved_token(self) -> str:
         path = self.state_dir / "token"
@@ -220,7 +222,22 @@ class Emulator:
             self._release()
             raise
 
+    def _lock_state(self) -> None:
+        """One emulator per state directory: a second one would take the first one's running jobs for
+        leftovers of a dead emulator and end them."""
+        lock = (self.state_dir / "emulator.lock").open("ab")  # (not inherited by job processes: PEP 446)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise RuntimeError(
+                f"the state directory {self.state_dir} is in use by another emulator: stop that one first, "
+                "or give this one another --state-dir"
+            ) from None
+        self._state_lock = lock
+
     def _start(self) -> Emulator:
+        self._lock_state()
         # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on sockets that say so, and without it every
         # keep-alive request waits ~40 ms on Nagle + delayed ACK.
         sock = socket.socket(
@@ -280,6 +297,9 @@ class Emulator:
             self._socket.close()  # a server that ran closes it itself (closing it here too races its shutdown)
         self._socket = None
         self.ctx.store.close()
+        if self._state_lock is not None:
+            self._state_lock.close()  # the next emulator may use the state directory now
+            self._state_lock = None
         self._server = None
         if self._temp:
             shutil.rmtree(self.state_dir, ignore_errors=True)

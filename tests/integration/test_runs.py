@@ -717,3 +717,100 @@ def test_a_client_whose_endpoint_died_exits_promptly(tmp_path: Path) -> None:
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+# -- findings of a newcomer's trial ------------------------------------------------------------------
+def test_a_second_emulator_on_a_state_directory_in_use_is_refused(tmp_path: Path) -> None:
+    with Emulator(tmp_path / "state", token=TOKEN), pytest.raises(RuntimeError, match="in use by another emulator"):
+        Emulator(tmp_path / "state", token=TOKEN).start()  # it would have ended the first one's jobs
+    with Emulator(tmp_path / "state", token=TOKEN):  # free again once the first one stopped
+        pass
+
+
+def test_a_frozen_endpoint_fails_the_futures_within_the_bound(tmp_path: Path) -> None:
+    """SIGSTOP: the connection is accepted and never answered (the client sends without a read timeout)."""
+    server, endpoint = emulator_process(tmp_path, 2)
+    try:
+        hfremote.configure(endpoint=endpoint, token=TOKEN, unreachable_timeout=3)
+
+        @remote(timeout=300)
+        def slow() -> int:
+            import time
+
+            time.sleep(20)
+            return 1
+
+        future = slow.submit()
+        api = HfApi(endpoint=endpoint, token=TOKEN)
+        poll(
+            lambda: api.inspect_job(job_id=future.job_id, namespace="emulator-user").status.stage == "RUNNING",
+            DEADLINE,
+            what="the job to run",
+        )
+        server.send_signal(signal.SIGSTOP)
+        with pytest.raises(BackendError, match="lost contact"):
+            future.result(timeout=DEADLINE)
+    finally:
+        hfremote.configure()
+        server.send_signal(signal.SIGCONT)
+        server.kill()
+        server.wait()
+
+
+def test_resuming_a_run_with_another_function_is_refused(wide: Emulator) -> None:
+    @remote(timeout=60)
+    def first(x: int) -> int:
+        return x
+
+    @remote(timeout=60)
+    def second(x: int) -> int:
+        return -x
+
+    results = first.map(range(2), progress=False)
+    assert list(results) == [0, 1]
+    with pytest.raises(hfremote.OptionsError, match="is a run of first, not of second"):
+        list(second.map(range(2), resume=results.run_id, progress=False))
+
+
+def test_a_scheduled_runs_result_by_its_job_id(wide: Emulator) -> None:
+    @remote.schedule("@yearly", timeout=60, name="by-id")
+    def answer() -> int:
+        return 42
+
+    answer.deploy()
+    run = answer.trigger()
+    assert run.result(timeout=DEADLINE) == 42
+    assert RemoteFuture.attach(run.job_id).result(timeout=DEADLINE) == 42
+    answer.delete()
+
+
+SUBMIT_AND_EXIT = """
+from hfremote import remote
+
+
+@remote(timeout=300)
+def forever():
+    import time
+
+    time.sleep(300)
+
+
+future = forever.submit()
+print("JOB", future.job_id, flush=True)
+"""
+
+
+def test_jobs_a_process_never_waited_for_are_cancelled_when_it_exits(wide: Emulator, tmp_path: Path) -> None:
+    script = tmp_path / "submit_and_exit.py"
+    script.write_text(SUBMIT_AND_EXIT)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=subprocess_env(wide, tmp_path / "hf-home"),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.split()[1]
+    assert "cancelled 1 unfinished job(s) at exit" in done.stderr
+    poll(lambda: wide.ctx.store.job(job_id)["status"]["stage"] == "CANCELED", DEADLINE, what="the job's cancel")
