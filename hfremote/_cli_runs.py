@@ -157,13 +157,16 @@ def _target(hub: Hub, namespace: str, ident: str, stages: list[str] | None = Non
     """(run id, its jobs) for a run id, or (None, [the job]) for a job id."""
     from ._run import RUN_LABEL
 
+    job_id = ident.split("/")[-1]  # ("namespace/id" as `hf jobs` shows it)
+    if not job_id or not job_id.replace("-", "").replace("_", "").isalnum():
+        raise CommandError(f"{ident!r} is neither a run id (20261205T081530-1a2b3c) nor a job id: see `hfremote ps`")
     if RUN_ID.match(ident):
         jobs = hub.list_jobs(namespace, {RUN_LABEL: ident}, stages)
         if not jobs and stages is None:
             raise CommandError(f"no run {ident!r} in {namespace} (`hfremote ps --all` lists the runs)")
         return ident, sorted(jobs, key=lambda j: j.created_at or datetime.min.replace(tzinfo=timezone.utc))
     try:
-        return None, [hub.inspect(namespace, ident.split("/")[-1], tries=2)]
+        return None, [hub.inspect(namespace, job_id, tries=2)]
     except HFRemoteError as e:
         raise CommandError(f"no run or job {ident!r} in {namespace}: {e}") from None
 
