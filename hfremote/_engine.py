@@ -15,7 +15,8 @@ request (`cancel_job`); `flush` waits for the queued requests, with a bound, bef
 
 A lease is a small file in a run's shared folder, rewritten every `ttl / 4` seconds while the run is
 held; its jobs end themselves when it stops changing (the client was killed, even with SIGKILL). A
-SIGTERM of the process cancels the unfinished jobs of every run that is not detached, as Ctrl-C does.
+SIGTERM of the process (see `_signals`), or its end with jobs it never waited for, cancels the unfinished
+jobs of the runs it owns (started, not detached), as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -52,8 +53,6 @@ ACTIVE = ("SCHEDULING", "RUNNING")
 # once instead of at its next tick (seconds apart on the Hub). Polling still sees every end.
 _MAX_END_STREAMS = 8
 _CANCEL_FLUSH_SECONDS = 20.0
-
-
 _LOOK_SECONDS = 60.0  # a look that gets no answer this long counts as failed (a frozen endpoint)
 
 
