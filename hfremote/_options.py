@@ -170,11 +170,16 @@ def _parse_volume(spec: object) -> Mount:
     if not isinstance(spec, str):
         raise OptionsError(f"volume {spec!r} must be a string like 'hf://datasets/org/name:/mnt' or a Volume")
     # hf://[models|datasets|spaces|buckets/]SOURCE[/PATH]:/MOUNT[:ro|:rw], as `hf jobs run -v` takes it
+    scheme = spec.partition("://")[0] if "://" in spec else "hf"
+    if scheme != "hf":
+        raise OptionsError(f"volume {spec!r}: only hf:// volumes (models, datasets, spaces, buckets) can be mounted")
     text = spec.removeprefix("hf://")  # before looking for ':', so 'hf://org/name' alone has no mount path
     access = None
     if text.endswith((":ro", ":rw")):
         text, access = text[:-3], text[-2:]
     source, sep, mount = text.rpartition(":")
+    if sep and not mount.startswith("/") and ":" in source:  # 'org/b:/out:rx': the last part is a mode
+        raise OptionsError(f"volume {spec!r}: unknown mode {mount!r}; end it with :ro, :rw, or nothing")
     if not sep or not source:
         raise OptionsError(f"volume {spec!r} has no mount path: write 'hf://datasets/org/name:/mnt'")
     kind = "model"
@@ -257,7 +262,9 @@ def build(base: Options | None = None, **overrides: Any) -> Options:
         if key == "timeout":
             value = parse_timeout(value)
         elif key == "retries":  # retries=N is attempts=N+1
-            key, value = "attempts", (value + 1 if isinstance(value, int) and not isinstance(value, bool) else value)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 9:
+                raise OptionsError(f"retries={_short(value)}: give an integer from 0 to 9 (retries=N is attempts=N+1)")
+            key, value = "attempts", value + 1
         elif key == "dependencies":
             value = _parse_dependencies(value)
         elif key == "secrets":

@@ -120,6 +120,8 @@ CASES = [
     Case("mount-reserved", deco(volumes=[_volume("/hfremote")]), OptionsError, ("/hfremote", "run folder")),
     Case("mount-reserved-under", deco(volumes=[_volume("/hfremote/chunk")]), OptionsError, ("/hfremote",)),
     Case("mount-root", deco(volumes=[_volume("/")]), OptionsError, ("mount path",)),
+    Case("mount-bad-mode", deco(volumes=["hf://buckets/org/b:/out:rx"]), OptionsError, ("unknown mode 'rx'", ":ro")),
+    Case("mount-other-scheme", deco(volumes=["s3://x:/mnt"]), OptionsError, ("only hf://",)),
     Case("mount-relative", deco(volumes=[_volume("mnt")]), OptionsError, ("'mnt'", "absolute")),
     Case("mount-dotdot", deco(volumes=[_volume("/mnt/../data")]), OptionsError, ("mount path",)),
     Case(
@@ -141,7 +143,8 @@ CASES = [
     # -- the rest --------------------------------------------------------------------------------------
     Case("attempts-zero", deco(attempts=0), OptionsError, ("attempts=0", "1 to 10")),
     Case("attempts-bool", deco(attempts=True), OptionsError, ("attempts",)),
-    Case("retries-negative", deco(retries=-1), OptionsError, ("attempts", "retries")),
+    Case("retries-negative", deco(retries=-1), OptionsError, ("retries=-1", "0 to 9")),
+    Case("retries-too-many", deco(retries=11), OptionsError, ("retries=11", "0 to 9")),
     Case("python-other-version", deco(python="3.9"), OptionsError, ("python='3.9'", "same")),
     Case("bad-dependency", deco(dependencies=["numpy>>=2"]), OptionsError, ("numpy>>=2", "requirement")),
     Case("dependency-not-a-string", deco(dependencies=[3]), OptionsError, ("requirement",)),
