@@ -152,7 +152,7 @@ class Engine:
         self._cancels = _Workers(4, "hfremote-cancel")
         self._pending_cancels: set[Future[None]] = set()
         self._end_streams: set[str] = set()  # jobs whose log stream a thread follows to its end
-        self._owned_runs: set[str] = set()  # runs this process started (or resumed) and not detached
+        self._owned_runs: dict[str, tuple[Hub, str]] = {}  # runs this process started (or resumed), not detached
 
     # -- what callers use ------------------------------------------------------------------------
     def watch(self, future: RemoteFuture[Any]) -> None:
@@ -242,11 +242,11 @@ class Engine:
 
         return release
 
-    def own_run(self, run_id: str) -> None:
+    def own_run(self, hub: Hub, namespace: str, run_id: str) -> None:
         """A run this process started and did not detach: SIGTERM cancels its jobs. (A run this process
         only attached to, to read its results, is someone else's: its jobs are left alone.)"""
         with self._lock:
-            self._owned_runs.add(run_id)
+            self._owned_runs[run_id] = (hub, namespace)
 
     def _renew(self, lease: _Lease) -> None:
         try:
@@ -399,11 +399,15 @@ class Engine:
             self._wake.set()
 
     # -- the process ends ------------------------------------------------------------------------
-    def cancel_everything(self) -> int:
-        """Cancel the unfinished jobs of the runs this process owns (SIGTERM); how many."""
+    def cancel_everything(self, look: bool = False) -> int:
+        """Cancel the unfinished jobs of the runs this process owns; how many.
+
+        `look` (SIGTERM): also list each owned run's unfinished jobs on the platform, for a job whose
+        creation was answered but that was not watched yet when the signal came."""
         with self._lock:
             runs = [run for run in self._runs.values() if run.run_id in self._owned_runs]
-        count = 0
+            owned = dict(self._owned_runs)
+        cancelled: set[str] = set()
         for run in runs:
             with self._lock:
                 jobs = list(run.futures.items())
@@ -412,9 +416,19 @@ class Engine:
                     future.cancel()
                 if not futures:
                     self.cancel_job(run.hub, run.namespace, job_id)
-                count += 1
+                cancelled.add(job_id)
+        for run_id, (hub, namespace) in owned.items() if look else ():
+            try:
+                active = hub.list_jobs(namespace, {RUN_LABEL: run_id}, list(ACTIVE), tries=1)
+            except Exception as e:  # the platform is not answering: the jobs' lease ends them
+                log.warning("hfremote: could not list the jobs of run %s to cancel them: %s", run_id, e)
+                continue
+            for info in active:
+                if info.id not in cancelled:
+                    self.cancel_job(hub, namespace, info.id)
+                    cancelled.add(info.id)
         self.flush()
-        return count
+        return len(cancelled)
 
 
 _ENGINE: list[Engine] = []
@@ -444,4 +458,4 @@ def _at_exit() -> None:
 
 def cancel_everything() -> int:
     """What SIGTERM does (see `_signals`): cancel the unfinished jobs of the runs this process owns."""
-    return engine().cancel_everything() if _ENGINE else 0
+    return engine().cancel_everything(look=True) if _ENGINE else 0

@@ -53,7 +53,7 @@ def new_run(fn: Callable[..., Any], options: Options, run_id: str | None = None,
     client left running when it was killed (their runs' leases are stale)."""
     run = Run(current_hub(), fn, options, run_id, None if options.detach else lease_seconds(), packer)
     if not options.detach:
-        engine().own_run(run.run_id)
+        engine().own_run(run.hub, run.namespace, run.run_id)
     key = (id(run.hub), run.namespace)
     with _swept_lock:
         if key not in _swept:

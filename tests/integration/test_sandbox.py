@@ -343,7 +343,7 @@ def test_sandboxed_jobs_die_with_their_emulator(sandboxed: Emulator, tmp_path: P
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
-    poll(lambda: not processes_with(marker), timeout=10, what=f"the job's processes {pids} to end")
+    poll(lambda: not processes_with(marker), timeout=30, what=f"the job's processes {pids} to end")
 
 
 # -- GPUs ----------------------------------------------------------------------------------------------
