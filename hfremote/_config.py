@@ -94,6 +94,7 @@ def current_hub() -> Hub:
     with _lock:
         if _hub is None:
             _hub = _resolve()
+            _hub.give_up_after = unreachable_timeout()
         return _hub
 
 
@@ -108,10 +109,9 @@ def _resolve() -> Hub:
     token = _settings.get("token") or get_token()
     endpoint = _settings.get("endpoint") or os.environ.get("HF_ENDPOINT")
     if endpoint:
-        emulated = not endpoint.rstrip("/").endswith("huggingface.co")
-        return Hub(endpoint, token, is_emulator=emulated, give_up_after=unreachable_timeout())
+        return Hub(endpoint, token, is_emulator=not endpoint.rstrip("/").endswith("huggingface.co"))
     if token:
-        return Hub(HUB_ENDPOINT, token, give_up_after=unreachable_timeout())
+        return Hub(HUB_ENDPOINT, token)
     if backend == "hf":
         raise OptionsError("backend='hf' needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
     return _embedded("no Hugging Face token found")
@@ -130,4 +130,4 @@ def _embedded(reason: str) -> Hub:
             "(set HF_TOKEN to run on Hugging Face Jobs)",
             file=sys.stderr,
         )
-    return Hub(_emulator.endpoint, _emulator.token, is_emulator=True, give_up_after=unreachable_timeout())
+    return Hub(_emulator.endpoint, _emulator.token, is_emulator=True)

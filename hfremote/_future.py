@@ -68,7 +68,6 @@ class RemoteFuture(Future[R], Generic[R]):
         self._followed = False
         self.code_files: dict[str, str] = {}  # function name -> its file here, for the remote traceback
         self.layout = layout or Layout.of_job(info) or Layout.of_run(run_id)
-        self._release_lease: Any = None  # set when this future holds its run's lease
 
     # -- the job ---------------------------------------------------------------------------------
     @property
@@ -228,8 +227,7 @@ class RemoteFuture(Future[R], Generic[R]):
             self.set_exception(value)
 
     def _result_path(self) -> str:
-        each_run = self.layout.folder.startswith("schedules/")  # a scheduled function's runs: one file each
-        return self.layout.results(self.call, self.job_id if each_run else None)
+        return self.layout.results(self.call, self.job_id)
 
     def _failure(self, info: JobInfo) -> JobFailedError:
         """What an input that got no result raises: the job's stage, message, URL and last log lines."""

@@ -260,19 +260,19 @@ class Hub:
         return samples[0] if samples else None
 
     # -- scheduled jobs --------------------------------------------------------------------------
-    def list_scheduled(self, namespace: str, labels: dict[str, str]) -> list[ScheduledJobInfo]:
-        def fetch() -> list[ScheduledJobInfo]:
-            found = self.api.list_scheduled_jobs(namespace=namespace, labels=labels)
-            return [s for s in found if all((s.job_spec.labels or {}).get(k) == v for k, v in labels.items())]
+    def _scheduled_with(self, namespace: str, labels: dict[str, str]) -> list[ScheduledJobInfo]:
+        """One listing (no retries of ours), filtered here too: the labels are matched as given."""
+        found = self.api.list_scheduled_jobs(namespace=namespace, labels=labels)
+        return [s for s in found if all((s.job_spec.labels or {}).get(k) == v for k, v in labels.items())]
 
-        return self.call("listing scheduled jobs", fetch)
+    def list_scheduled(self, namespace: str, labels: dict[str, str]) -> list[ScheduledJobInfo]:
+        return self.call("listing scheduled jobs", lambda: self._scheduled_with(namespace, labels))
 
     def create_scheduled(self, namespace: str, key: dict[str, str], **spec: Any) -> ScheduledJobInfo:
         """Create a scheduled job once; `key` (a subset of its labels) finds it if the answer was lost."""
 
         def lookup() -> ScheduledJobInfo | None:
-            found = self.api.list_scheduled_jobs(namespace=namespace, labels=key)
-            same = [s for s in found if all((s.job_spec.labels or {}).get(k) == v for k, v in key.items())]
+            same = self._scheduled_with(namespace, key)
             return same[0] if same else None
 
         return self.call(

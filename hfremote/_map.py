@@ -41,7 +41,7 @@ from ._future import ChunkFuture, local_lines, watch
 from ._mapbook import Chunk, MapBook
 from ._options import Options, check_map_options
 from ._remote_run import first_job, read_run
-from ._run import FUNCTION_LABEL, Run, lease_ttl
+from ._run import FUNCTION_LABEL, Run
 from .errors import BackendError, JobFailedError, OptionsError, RemoteTraceback
 
 R = TypeVar("R")
@@ -199,9 +199,8 @@ class MapRun:
         # This process is the run's client now: its lease is written at once (fresh, or marked detached when
         # this map is), even if every chunk left still runs and nothing else is uploaded; renewed as often as
         # the running jobs expect (they read its ttl when they started).
-        earlier = lease_ttl(run.hub.download(run.bucket, run.layout.lease))
-        if run.lease_ttl is not None and earlier is not None:
-            run.lease_ttl = min(run.lease_ttl, earlier)
+        if run.lease_ttl is not None and state.lease_ttl is not None:
+            run.lease_ttl = min(run.lease_ttl, state.lease_ttl)
         run.write_lease()
         self.book.taken.update(state.launched)  # a chunk uploaded but never run is uploaded and run again
         for index, outcome in state.outcomes.items():

@@ -42,6 +42,7 @@ class RunState:
     outcomes: dict[int, tuple[bool, Any]] = field(default_factory=dict)  # inputs with a result
     running: list[ChunkFuture] = field(default_factory=list)  # chunks whose job is still unfinished
     jobs: list[JobInfo] = field(default_factory=list)
+    lease_ttl: float | None = None  # the ttl its jobs read when they started (None: no lease in force)
 
 
 def read_run(hub: Hub, namespace: str, run_id: str, code_files: dict[str, str] | None = None) -> RunState:
@@ -61,6 +62,7 @@ def read_run(hub: Hub, namespace: str, run_id: str, code_files: dict[str, str] |
         state.chunks.add(name)
         if file == "results.pkl":
             with_results.add(name)
+    state.lease_ttl = lease_ttl(hub.download(bucket, layout.lease))
     if not state.chunks and not state.jobs:
         raise HFRemoteError(f"no run {run_id!r} in {namespace}: check the id (it is printed when a run starts)")
     running: dict[str, JobInfo] = {}  # a chunk's oldest unfinished job (two processes may both have made one)
@@ -134,11 +136,10 @@ class RemoteRun:
         state = self._state
         waiting = {i: future for future in state.running for i in future.indexes}
         release = None
-        if state.running:  # keep the jobs waited for alive, as their own client would (not a detached run's)
+        if state.running and state.lease_ttl is not None:  # keep the jobs waited for alive, as their client
+            # would (not a detached run's), renewed as often as they expect (they read the ttl when they start)
             bucket, lease = self._hub.bucket(self.namespace), Layout.of_run(self.run_id).lease
-            ttl = lease_ttl(self._hub.download(bucket, lease))
-            if ttl is not None:  # renewed as often as its jobs expect (they read the ttl when they start)
-                release = engine().hold_lease(self._hub, bucket, lease, min(ttl, lease_seconds()), now=True)
+            release = engine().hold_lease(self._hub, bucket, lease, min(state.lease_ttl, lease_seconds()), now=True)
         for future in state.running:
             engine().watch(future)
         try:

@@ -83,8 +83,9 @@ class Layout:
         return f"{self.chunk(chunk)}/inputs.pkl"
 
     def results(self, chunk: str, job_id: str | None = None) -> str:
-        """A chunk's result file; a scheduled function's runs each write their own (`job_id`)."""
-        return f"{self.chunk(chunk)}/results" + (f"-{job_id}" if job_id else "") + ".pkl"
+        """A chunk's result file; each run of a scheduled function writes its own, named after its job."""
+        each_run = job_id is not None and self.folder.startswith("schedules/")
+        return f"{self.chunk(chunk)}/results" + (f"-{job_id}" if each_run else "") + ".pkl"
 
     @classmethod
     def of_run(cls, run_id: str) -> Layout:

@@ -77,10 +77,7 @@ def _module_name(fn: Callable[..., Any]) -> str:
 
 
 class ScheduledRun(RemoteFuture[R]):
-    """One run of a scheduled function; its result file is named after the run's job."""
-
-    def _result_path(self) -> str:
-        return self.layout.results(self.call, self.job_id)
+    """One run of a scheduled function; its result file is named after the run's job (see `Layout.results`)."""
 
     def _outcome(self, info: JobInfo, data: bytes | None) -> tuple[bool, Any]:
         if data is None:  # a platform that sets no JOB_ID: the entry script logged the name it chose
