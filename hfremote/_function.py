@@ -70,12 +70,17 @@ def _sweep(hub: Hub, namespace: str) -> None:
         log.info("hfremote: could not look for jobs left by killed clients: %s", e)
 
 
-def launch_one(run: Run, call: PackedCall) -> RemoteFuture[Any]:
-    """Upload one call and create its job: the future of a `submit`."""
-    chunk = chunk_name(0, 1)
-    run.upload({chunk: [(0, call)]})
+def launch_one(run: Run, call: PackedCall, index: int = 0) -> RemoteFuture[Any]:
+    """Upload one call as input `index` of the run and create its job: the future of a `submit`.
+
+    A run can take many such calls, one job each, under different indexes (an Executor's submits): they
+    share its uploaded function and its lease."""
+    chunk = chunk_name(index, 1)
+    run.upload({chunk: [(index, call)]})
     info = run.create(chunk)
-    future: RemoteFuture[Any] = RemoteFuture(run.hub, run.namespace, info, run.run_id, chunk, run.name, 0, run.layout)
+    future: RemoteFuture[Any] = RemoteFuture(
+        run.hub, run.namespace, info, run.run_id, chunk, run.name, index, run.layout
+    )
     future.code_files = run.code_files
     if run.lease_ttl is not None:
         release = engine().hold_lease(run.hub, run.bucket, run.layout.lease, run.lease_ttl)

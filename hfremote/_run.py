@@ -20,6 +20,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,6 +146,7 @@ class Run:
         self.lease_ttl = lease_ttl  # None: no lease (detached runs, scheduled functions)
         hub.check_flavor(options.flavor)
         self._uploaded = False
+        self._upload_lock = threading.Lock()  # calls may be added from several threads (an Executor)
         self._entry: str | None = None
 
     @property
@@ -187,14 +189,19 @@ class Run:
     def upload(self, chunks: dict[str, list[tuple[int, PackedCall]]]) -> None:
         """Upload chunks of inputs in one batch (with the shared files, the first time)."""
         with tempfile.TemporaryDirectory(prefix="hfremote-upload-") as tmp:
-            files = [] if self._uploaded else self.shared_files()
+            files: list[tuple[str | Path | bytes, str]] = []
             for chunk, calls in chunks.items():  # each call's bytes copied from where it was pickled, once
                 path = Path(tmp) / f"{chunk}.pkl"
                 with open(path, "wb") as out:
                     write_chunk(calls, out)
                 files.append((path, self.layout.inputs(chunk)))
+            if not self._uploaded:
+                with self._upload_lock:  # the shared files once, before any job that reads them is created
+                    if not self._uploaded:
+                        self.hub.upload(self.bucket, [*self.shared_files(), *files])
+                        self._uploaded = True
+                        return
             self.hub.upload(self.bucket, files)
-        self._uploaded = True
 
     def labels(self, chunk: str) -> dict[str, str]:
         return {
