@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import _signals
 
 if TYPE_CHECKING:
+    from ._cls import RemoteClass, RemoteInstance, setup
     from ._config import configure
     from ._function import RemoteFunction, remote
     from ._future import RemoteError, RemoteFuture, as_completed, gather, wait
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 # Names are imported when first used (PEP 562), so `hfremote --help` and `hfremote.cli` do not pay for
 # huggingface_hub and the engine (about 0.7 s) before they need them.
 _WHERE = {
+    "RemoteClass": "_cls",
+    "RemoteInstance": "_cls",
+    "setup": "_cls",
     "configure": "_config",
     "RemoteFunction": "_function",
     "remote": "_function",
@@ -91,9 +95,11 @@ __all__ = [
     "MapResults",
     "OptionsError",
     "PicklingError",
+    "RemoteClass",
     "RemoteError",
     "RemoteFunction",
     "RemoteFuture",
+    "RemoteInstance",
     "RemoteRun",
     "RemoteTraceback",
     "ScheduleInfo",
@@ -104,5 +110,6 @@ __all__ = [
     "configure",
     "gather",
     "remote",
+    "setup",
     "wait",
 ]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sized
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ._calls import PackedCall, Packer, describe
+from ._cls import RemoteClass
 from ._config import current_hub, lease_seconds
 from ._console import follow_call
 from ._engine import engine
@@ -39,6 +40,7 @@ P = ParamSpec("P")
 Q = ParamSpec("Q")
 R = TypeVar("R")
 S = TypeVar("S")
+T = TypeVar("T")
 log = logging.getLogger("hfremote")
 
 
@@ -242,6 +244,9 @@ class _Remote:
     """`remote`: the decorator (`@remote`, `@remote(...)`) and `remote.schedule(...)`."""
 
     @overload
+    def __call__(self, cls: type[T], /) -> RemoteClass[T]: ...  # type: ignore[overload-overlap]  # a class first
+
+    @overload
     def __call__(self, fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
 
     @overload
@@ -265,10 +270,13 @@ class _Remote:
         name: str | None = ...,
         detach: bool = ...,
         stream_logs: bool = ...,
-    ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
+    ) -> _Decorator: ...
 
     def __call__(self, fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
         """Make a function run as a Hugging Face job: `@remote` or `@remote(flavor=..., timeout=...)`.
+
+        On a class, its instances live in jobs (see `_cls`): `Model(args).method.map(inputs)` builds one
+        instance per job and runs that job's inputs on it.
 
         Options (checked now, before anything is uploaded): flavor, timeout ("90s", "30m", "2h", "1d" or
         seconds), dependencies, detect_dependencies, image, python, env, secrets (names read from your
@@ -277,12 +285,8 @@ class _Remote:
         """
         settings = build(None, **options)
         if fn is not None:
-            return RemoteFunction(fn, settings)
-
-        def decorate(function: Callable[P, R]) -> RemoteFunction[P, R]:
-            return RemoteFunction(function, settings)
-
-        return decorate
+            return _make(fn, settings)
+        return _Decorator(settings)
 
     @staticmethod
     def schedule(
@@ -293,6 +297,29 @@ class _Remote:
 
     def __repr__(self) -> str:
         return "<hfremote.remote>"
+
+
+def _make(fn: Any, settings: Options) -> Any:
+    return RemoteClass(fn, settings) if isinstance(fn, type) else RemoteFunction(fn, settings)
+
+
+class _Decorator:
+    """What `remote(flavor=...)` returns: it makes a remote function, or a remote class."""
+
+    def __init__(self, settings: Options) -> None:
+        self._settings = settings
+
+    @overload
+    def __call__(self, cls: type[T], /) -> RemoteClass[T]: ...  # type: ignore[overload-overlap]  # a class first
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+
+    def __call__(self, fn: Any, /) -> Any:
+        return _make(fn, self._settings)
+
+    def __repr__(self) -> str:
+        return f"<hfremote.remote decorator flavor={self._settings.flavor}>"
 
 
 remote = _Remote()

@@ -7,6 +7,8 @@ This class travels by value (cloudpickle), so the job needs nothing of hfremote 
 
 from __future__ import annotations
 
+import inspect
+import threading
 import types
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -55,3 +57,73 @@ class LocalFunction:
 
     def __repr__(self) -> str:
         return f"<LocalFunction {getattr(self.function, '__qualname__', self.function)!r} (runs in-process)>"
+
+
+SETUP_MARK = "__hfremote_setup__"  # set on a class's setup methods by hfremote.setup
+
+
+class InstanceMethod:
+    """A method of a remote class's instance built where it runs: in a job, once per job.
+
+    The class and its constructor's arguments travel once, in the run's function file, not with each
+    input; the instance is made at the first input a job runs, its setup methods (marked with
+    `hfremote.setup`) run right after, and every later input of the job reuses it. A failed setup fails
+    each of the job's inputs with the same exception, without trying again.
+    """
+
+    def __init__(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> None:
+        self.cls, self.args, self.kwargs, self.name = cls, args, kwargs, name
+        self.__module__ = cls.__module__  # names the jobs and labels after the method: `Embedder.embed`
+        self.__qualname__ = f"{cls.__qualname__}.{name}"
+        self.__name__ = name
+        self.__doc__ = getattr(getattr(cls, name, None), "__doc__", None)
+        self._state: tuple[bool, Any] | None = None  # (built, the instance or the setup's exception)
+        self._lock = threading.Lock()
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """The method's signature without `self`: calls are checked here, before anything travels."""
+        method = inspect.getattr_static(self.cls, self.name)
+        if isinstance(method, staticmethod):
+            return inspect.signature(method.__func__)
+        target = getattr(method, "function", method)  # a method that is itself a RemoteFunction
+        parameters = list(inspect.signature(target).parameters.values())
+        return inspect.Signature(parameters[1:])
+
+    def instance(self) -> Any:
+        with self._lock:
+            if self._state is None:
+                try:
+                    obj = self.cls(*self.args, **self.kwargs)
+                    for attr in _setup_methods(self.cls):
+                        getattr(obj, attr)()
+                    self._state = (True, obj)
+                except BaseException as e:
+                    self._state = (False, e)
+            built, value = self._state
+        if not built:
+            raise value
+        return value
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.instance(), self.name)(*args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A fresh instance wherever this lands (each job builds its own); the lock cannot travel.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_state", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _state=None, _lock=threading.Lock())
+
+    def __repr__(self) -> str:
+        return f"<method {self.__qualname__} of a remote instance>"
+
+
+def _setup_methods(cls: type) -> list[str]:
+    """The names of the class's setup methods, base classes' first, each in the order it was defined."""
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            if getattr(value, SETUP_MARK, False) and attr not in names:
+                names.append(attr)
+    return names

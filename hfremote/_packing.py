@@ -30,6 +30,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from ._calls import by_value, dumps, picklable, pickled_size, qualname
+from ._inside import InstanceMethod
 from ._origins import (
     NEVER_SHIPPED,
     Rules,
@@ -75,7 +76,12 @@ def _imported_names(code: types.CodeType) -> set[str]:
 
 
 def _referenced(fn: Callable[..., Any]) -> Iterator[tuple[str, Any]]:
-    """(name, value) of the globals and closure variables a function uses."""
+    """(name, value) of the globals and closure variables a function uses (for a remote class's method, the
+    constructor's arguments, which travel with it)."""
+    if isinstance(fn, InstanceMethod):
+        yield from ((f"argument {i + 1} of {fn.cls.__qualname__}()", v) for i, v in enumerate(fn.args))
+        yield from ((f"{fn.cls.__qualname__}({k}=...)", v) for k, v in fn.kwargs.items())
+        fn = getattr(fn.cls, fn.name)
     code = getattr(fn, "__code__", None)
     if code is None:
         return
@@ -347,7 +353,9 @@ def _culprit_of_function(fn: Callable[..., Any], error: Exception) -> str:
         if e is not None:
             return (
                 f"{where} cannot be shipped to the job: it uses {name!r} ({type(value).__name__}), which cannot be "
-                f"pickled: {e}. Create it inside the function instead"
+                f"pickled: {e}. Create it inside the "
+                + ("class's __init__ or a setup method" if isinstance(fn, InstanceMethod) else "function")
+                + " instead"
             )
     return f"{where} cannot be pickled: {type(error).__name__}: {error}"
 

@@ -6,9 +6,9 @@ Nothing here runs a job: the checks sit in a function that is never called.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from hfremote import RemoteFunction, RemoteFuture, remote
+from hfremote import RemoteClass, RemoteFunction, RemoteFuture, RemoteInstance, remote
 
 if TYPE_CHECKING:  # typing.assert_type is 3.11+, and the project supports 3.10
     from typing_extensions import assert_type
@@ -79,3 +79,29 @@ def _never_called_methods() -> None:
     trainer.fit("3")  # type: ignore[arg-type]
     trainer.fit(trainer, 3)  # type: ignore[arg-type, call-arg]
     print(bound, unbound, value, future)
+
+
+class EmbedderModel:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def embed(self, text: str) -> list[float]:
+        return [float(len(text))]
+
+
+# mypy ignores what a class decorator returns (python/mypy#3135): `@remote class X` stays `type[X]` for it,
+# so remote classes are typed through an assignment (pyright reads the decorator as well).
+Embedder = remote(flavor="cpu-basic")(EmbedderModel)
+Bare = remote(EmbedderModel)
+
+
+def _never_called_classes() -> None:
+    # A remote class's instance is a handle whose methods are remote functions (loosely typed: Any).
+    assert_type(Embedder, RemoteClass[EmbedderModel])
+    assert_type(Bare, RemoteClass[EmbedderModel])
+    handle: RemoteInstance[EmbedderModel] = Embedder("bge-small")
+    method: RemoteFunction[..., Any] = handle.embed
+    for vector in handle.embed.map(["a", "b"], chunksize=256):
+        del vector
+    handle.embed.map(["a"], chunksize="many")  # type: ignore[arg-type]
+    del method

@@ -20,9 +20,11 @@ EXPECTED = [
     "MapResults",
     "OptionsError",
     "PicklingError",
+    "RemoteClass",
     "RemoteError",
     "RemoteFunction",
     "RemoteFuture",
+    "RemoteInstance",
     "RemoteRun",
     "RemoteTraceback",
     "ScheduleInfo",
@@ -33,6 +35,7 @@ EXPECTED = [
     "configure",
     "gather",
     "remote",
+    "setup",
     "wait",
 ]
 

@@ -1,0 +1,123 @@
+"""Remote classes: state built once per job, then used for every input that job runs.
+
+    @remote(flavor="a10g-small")
+    class Embedder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @setup
+        def load(self) -> None:          # runs once in each job, after __init__
+            self.model = load_model(self.name)
+
+        def embed(self, text: str) -> list[float]:
+            return self.model.encode(text)
+
+    Embedder("bge-small").embed("hello")                          # one job
+    Embedder("bge-small").embed.map(texts, chunksize=256)         # a job per 256 texts, one model load each
+
+`Embedder("bge-small")` builds nothing here: it is a handle holding the constructor's arguments, checked
+against `__init__` at once. Each of its public methods is a `RemoteFunction` whose function is an
+`_inside.InstanceMethod`: the class and the arguments travel once per run, and each job builds the
+instance (and runs its setup methods) at its first input and keeps it for the rest of its chunk.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._calls import qualname
+from ._inside import SETUP_MARK, InstanceMethod
+from ._options import Options, build
+from .errors import OptionsError
+
+if TYPE_CHECKING:
+    from ._function import RemoteFunction
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def setup(method: F) -> F:
+    """Mark a method of a remote class to run once in each job, after `__init__`, before the job's first input
+    (load weights, warm a cache). Called here too when a method runs locally (`.local`)."""
+    if not callable(method):
+        raise TypeError(f"hfremote.setup marks a method, got {method!r}")
+    setattr(method, SETUP_MARK, True)
+    return method
+
+
+class RemoteClass(Generic[T]):
+    """A class whose instances live in jobs: `Cls(*args)` is a handle; `Cls(*args).method(...)` runs there."""
+
+    def __init__(self, cls: type[T], options: Options) -> None:
+        if not isinstance(cls, type):
+            raise OptionsError(f"RemoteClass needs a class, got {cls!r}")
+        self._cls, self._options = cls, options
+        self.__name__, self.__qualname__ = cls.__name__, cls.__qualname__
+        self.__module__, self.__doc__ = cls.__module__, cls.__doc__
+
+    @property
+    def cls(self) -> type[T]:
+        return self._cls
+
+    @property
+    def settings(self) -> Options:
+        return self._options
+
+    def options(self, **overrides: Any) -> RemoteClass[T]:
+        """A copy with some options changed: `Embedder.options(flavor="a100-large")("bge-large")`."""
+        return RemoteClass(self._cls, build(self._options, **overrides))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> RemoteInstance[T]:
+        try:
+            inspect.signature(self._cls).bind(*args, **kwargs)
+        except TypeError as e:  # as a local call would say it, before anything travels
+            raise TypeError(f"{self.__qualname__}(): {e}") from None
+        except ValueError:  # no signature to check against (a class implemented in C)
+            pass
+        return RemoteInstance(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<RemoteClass {self.__module__}.{self.__qualname__} flavor={self._options.flavor}>"
+
+
+class RemoteInstance(Generic[T]):
+    """A remote class's instance as seen from here: its public methods are remote functions."""
+
+    def __init__(self, owner: RemoteClass[T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._owner, self._args, self._kwargs = owner, args, kwargs
+        self._methods: dict[str, RemoteFunction[..., Any]] = {}
+
+    def __getattr__(self, name: str) -> RemoteFunction[..., Any]:
+        from ._function import RemoteFunction  # _function imports this module for `remote`
+
+        if name.startswith("_"):  # dunders (pickle, copy, IPython probing) and private names stay here
+            raise AttributeError(name)
+        method = self._methods.get(name)
+        if method is not None:
+            return method
+        cls = self._owner.cls
+        try:
+            attribute = inspect.getattr_static(cls, name)
+        except AttributeError:
+            raise AttributeError(f"{qualname(cls)} has no method {name!r}") from None
+        options = self._owner.settings
+        if isinstance(attribute, RemoteFunction):  # a method with options of its own (`@remote(flavor=...)`)
+            options = attribute.settings
+        elif isinstance(attribute, (classmethod, property)) or not (
+            callable(attribute) or isinstance(attribute, staticmethod)
+        ):
+            raise AttributeError(
+                f"{qualname(cls)}.{name} is not a method: a remote instance lives in its jobs, and only its "
+                "methods can be called from here"
+            )
+        method = RemoteFunction(InstanceMethod(cls, self._args, self._kwargs, name), options)
+        self._methods[name] = method
+        return method
+
+    def __repr__(self) -> str:
+        # Types, not values: a constructor's arguments may hold a key or a token.
+        arguments = [*(type(a).__name__ for a in self._args), *(f"{k}=..." for k in self._kwargs)]
+        return f"<remote {self._owner.__qualname__}({', '.join(arguments)}): built in each job>"
