@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._calls import qualname
-from ._inside import SETUP_MARK, InstanceMethod
+from ._inside import SETUP_MARK, InstanceMethod, LocalClass
 from ._options import Options, build
 from .errors import OptionsError
 
@@ -78,6 +78,10 @@ class RemoteClass(Generic[T]):
         except ValueError:  # no signature to check against (a class implemented in C)
             pass
         return RemoteInstance(self, args, kwargs)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Inside a job (a remote function that uses this class), instances are plain ones, built there.
+        return (LocalClass, (self._cls,))
 
     def __repr__(self) -> str:
         return f"<RemoteClass {self.__module__}.{self.__qualname__} flavor={self._options.flavor}>"

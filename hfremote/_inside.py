@@ -127,3 +127,27 @@ def _setup_methods(cls: type) -> list[str]:
             if getattr(value, SETUP_MARK, False) and attr not in names:
                 names.append(attr)
     return names
+
+
+class LocalClass:
+    """A remote class as it travels into a job (used by a function running there): plain instances, built
+    and set up in-process, whose methods are LocalFunctions."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+
+    def __call__(self, *args: Any, **kwargs: Any) -> LocalInstance:
+        return LocalInstance(InstanceMethod(self.cls, args, kwargs, ""))
+
+    def options(self, **_: Any) -> LocalClass:
+        return self
+
+
+class LocalInstance:
+    def __init__(self, builder: InstanceMethod) -> None:
+        self._builder = builder
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return LocalFunction(getattr(self._builder.instance(), name))

@@ -132,6 +132,18 @@ def test_constructor_arguments_travel_once_per_run(remote_emulator: Emulator, ap
     assert sizes[f"runs/{results.run_id}/shared/function.pkl"] > len(weights)
 
 
+@remote(timeout=60)
+def uses_a_remote_class(x: int) -> tuple[int, int]:
+    counter = Counter(10)  # in the job: a plain instance, set up there; no job starts another
+    value, _, setups, _ = counter.add(x)
+    return value, counter.add.submit(x).result()[2] + setups
+
+
+def test_a_remote_class_used_inside_a_job_is_a_plain_class(remote_emulator: Emulator) -> None:
+    assert uses_a_remote_class(5) == (15, 2)  # one instance, one setup in that job's process
+    assert len(remote_emulator.jobs()) == 1
+
+
 def test_wrong_use_is_refused_here_before_any_job(remote_emulator: Emulator) -> None:
     with pytest.raises(TypeError, match=r"Counter\(\): missing a required argument: 'base'"):
         Counter()
