@@ -34,6 +34,7 @@ from ._config import current_hub
 from ._cron import schedule_problem
 from ._future import RemoteFuture, watch
 from ._hub import BUCKET, Hub
+from ._inside import LocalFunction
 from ._options import Options, build, check_flag, sanitize
 from ._origins import Rules
 from ._packing import Scan, check_function
@@ -123,6 +124,10 @@ class ScheduledFunction(Generic[P, R]):
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the function here, as a plain Python call."""
         return self._fn(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Used by a function running in a job, it is the plain function there (the job has no hfremote).
+        return (LocalFunction, (self._fn,))
 
     # -- deploy ----------------------------------------------------------------------------------
     def deploy(self, *args: P.args, **kwargs: P.kwargs) -> Deployment:

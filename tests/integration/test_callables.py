@@ -37,6 +37,21 @@ def test_a_remote_function_calling_others_runs_them_as_plain_calls(remote_emulat
     assert len(remote_emulator.jobs()) == 2  # one job each: the inner calls did not start jobs
 
 
+@remote.schedule("@daily", timeout=60)
+def nightly(x: int) -> int:
+    return x + 1
+
+
+@remote(timeout=60)
+def uses_a_scheduled_function(x: int) -> int:
+    return nightly.local(x) + nightly.local(0)
+
+
+def test_a_scheduled_function_used_inside_a_job_is_a_plain_function(remote_emulator: Emulator) -> None:
+    assert uses_a_scheduled_function(1) == 3
+    assert len(remote_emulator.jobs()) == 1
+
+
 def scale(factor: int, x: int) -> int:
     return factor * x
 
