@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ._calls import qualname
 from ._inside import SETUP_MARK, InstanceMethod, LocalClass
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ._function import RemoteFunction
 
 T = TypeVar("T")
+_CALL_FACES = frozenset({"submit", "map", "starmap", "local", "map_cost"})  # of a callable class's handle
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -87,6 +88,11 @@ class RemoteClass(Generic[T]):
         return f"<RemoteClass {self.__module__}.{self.__qualname__} flavor={self._options.flavor}>"
 
 
+def _callable(cls: type) -> bool:
+    """Whether instances of `cls` are callable (every class has a metaclass `__call__`: that one does not count)."""
+    return any("__call__" in vars(klass) for klass in cls.__mro__ if klass is not object)
+
+
 class RemoteInstance(Generic[T]):
     """A remote class's instance as seen from here: its public methods are remote functions."""
 
@@ -95,14 +101,26 @@ class RemoteInstance(Generic[T]):
         self._methods: dict[str, RemoteFunction[..., Any]] = {}
 
     def __getattr__(self, name: str) -> RemoteFunction[..., Any]:
-        from ._function import RemoteFunction  # _function imports this module for `remote`
-
         if name.startswith("_"):  # dunders (pickle, copy, IPython probing) and private names stay here
             raise AttributeError(name)
+        if name in _CALL_FACES and _callable(self._owner.cls) and not hasattr(self._owner.cls, name):
+            # a callable class: `Model(w).map(inputs)` (typed loosely, like the methods)
+            return cast("RemoteFunction[..., Any]", getattr(self._method("__call__"), name))
+        return self._method(name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """A callable class's instance is called in a job: `Model(weights)(x)`."""
+        return self._method("__call__")(*args, **kwargs)
+
+    def _method(self, name: str) -> RemoteFunction[..., Any]:
+        from ._function import RemoteFunction  # _function imports this module for `remote`
+
         method = self._methods.get(name)
         if method is not None:
             return method
         cls = self._owner.cls
+        if name == "__call__" and not _callable(cls):
+            raise TypeError(f"{qualname(cls)} instances are not callable: call one of its methods")
         try:
             attribute = inspect.getattr_static(cls, name)
         except AttributeError:

@@ -144,6 +144,27 @@ def test_a_remote_class_used_inside_a_job_is_a_plain_class(remote_emulator: Emul
     assert len(remote_emulator.jobs()) == 1
 
 
+@remote(timeout=60)
+class Scaler:
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, x: int) -> int:
+        return self.factor * x
+
+
+def test_a_callable_class_is_called_like_a_remote_function(remote_emulator: Emulator) -> None:
+    scaler = Scaler(3)
+    assert scaler(2) == 6
+    assert list(scaler.map([1, 2, 3], chunksize=3)) == [3, 6, 9]
+    assert scaler.submit(5).result(timeout=RESULT_TIMEOUT) == 15
+    assert scaler.local(1) == 3
+    with pytest.raises(TypeError, match="missing a required argument"):
+        scaler()
+    with pytest.raises(TypeError, match="not callable"):
+        Counter(1)(2)
+
+
 def test_wrong_use_is_refused_here_before_any_job(remote_emulator: Emulator) -> None:
     with pytest.raises(TypeError, match=r"Counter\(\): missing a required argument: 'base'"):
         Counter()
