@@ -265,8 +265,11 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
                 console.note(f"stopped following the logs of job {future.job_id}: {e}")
         try:
             value = future.result()
-        except Exception as e:
-            # The exception shows the remote traceback as its cause: the same block in the logs would say it twice.
+        except BaseException as e:
+            if not (future.done() and not future.cancelled() and future.exception() is e):
+                raise  # Ctrl-C while waiting: below
+            # The function's own exception (a KeyboardInterrupt or SystemExit raised in the job too), with the
+            # remote traceback as its cause: the same block in the logs would say it twice.
             console.release_held(drop=isinstance(e.__cause__, RemoteTraceback))
             raise mark(e, "failure") from e.__cause__
         finally:
@@ -277,6 +280,8 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
             console.note(f"{future.name}: completed{_took(future.info)}, cost {_cost(future)}")
         return value
     except KeyboardInterrupt as interrupt:
+        if getattr(interrupt, _SHOWN, None) == "failure":  # raised by the function in its job: nothing to cancel
+            raise
         done.set()
         if stages.is_alive():
             stages.join(1.0)

@@ -678,3 +678,21 @@ def test_labels(remote_emulator: Emulator, api: HfApi) -> None:
     assert labels["hfremote-run"] == other.run_id != future.run_id
     jobs = api.list_jobs(namespace=remote_emulator.user, labels={"hfremote-run": future.run_id})
     assert [job.id for job in jobs] == [future.job_id]
+
+
+@remote(timeout=60)
+def stops_itself(how: str) -> None:
+    raise KeyboardInterrupt("stopped in the job") if how == "interrupt" else SystemExit(3)
+
+
+def test_an_interrupt_raised_by_the_function_is_its_failure_not_a_ctrl_c(
+    remote_emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(KeyboardInterrupt, match="stopped in the job"):
+        stops_itself("interrupt")
+    with pytest.raises(SystemExit) as exited:
+        stops_itself("exit")
+    assert exited.value.code == 3
+    err = capsys.readouterr().err
+    assert "cancelled job" not in err and "interrupted" not in err, err
+    assert [j["status"]["stage"] for j in remote_emulator.jobs()] == ["ERROR", "ERROR"]
