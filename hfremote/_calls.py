@@ -245,10 +245,30 @@ def short_name(fn: Callable[..., Any]) -> str:
     return describe(fn).rpartition(".")[2]
 
 
+_shipping = threading.local()
+
+
+def reduce_remote(obj: Any, twin: tuple[Any, ...]) -> str | tuple[Any, ...]:
+    """How a remote function or class pickles: as its plain `twin` when it travels into a job (see `_inside`:
+    the job has no hfremote, and jobs do not start jobs); otherwise as itself (a copy, a process pool), by
+    its name where that name holds it (`@remote def f` is the object at `f`) or by its state."""
+    if getattr(_shipping, "depth", 0):
+        return twin
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    found: Any = module
+    for part in str(getattr(obj, "__qualname__", "")).split("."):
+        found = getattr(found, part, None)
+    if found is obj:
+        return str(obj.__qualname__)
+    return object.__reduce_ex__(obj, pickle.HIGHEST_PROTOCOL)
+
+
 @contextmanager
 def by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
-    """cloudpickle these modules by value (the job cannot import them) while in this block."""
+    """cloudpickle these modules by value (the job cannot import them) while in this block, and remote
+    functions and classes as their plain twins (see `reduce_remote`)."""
     with _lock:  # cloudpickle's registry is global
+        _shipping.depth = getattr(_shipping, "depth", 0) + 1
         added = []
         for module in [*modules, _inside]:  # a remote function used by the function travels as a LocalFunction
             if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
@@ -259,6 +279,7 @@ def by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
         finally:
             for module in added:
                 cloudpickle.unregister_pickle_by_value(module)
+            _shipping.depth -= 1
 
 
 def _loaded_local_modules(rules: Rules) -> list[types.ModuleType]:

@@ -51,6 +51,7 @@ def add_run(commands: Any) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from ._cli_args import call_parser, split_call
+    from ._cls import RemoteClass
     from ._function import RemoteFunction, remote
     from ._schedule import ScheduledFunction
     from .cli import load, split_target
@@ -64,6 +65,11 @@ def run_command(args: argparse.Namespace) -> int:
         found = sorted(k for k, v in vars(module).items() if isinstance(v, RemoteFunction))
         hint = f"; its remote functions: {', '.join(found)}" if found else ""
         raise runs.CommandError(f"{where} has no function {name!r}{hint}")
+    if isinstance(target, (RemoteClass, type)):
+        raise runs.CommandError(
+            f"{name} is a class: `hfremote run` runs functions. Write a function that calls its method "
+            f"(`def main(...): return {name}(...).method(...)`) and run that"
+        )
     if isinstance(target, ScheduledFunction):
         raise runs.CommandError(
             f"{name} is a scheduled function: deploy it with `hfremote deploy {where}` or run it now with "

@@ -23,12 +23,15 @@ instance (and runs its setup methods) at its first input and keeps it for the re
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from ._calls import qualname
-from ._inside import SETUP_MARK, InstanceMethod, LocalClass
+import msgspec
+
+from ._calls import qualname, reduce_remote
+from ._inside import SETUP_MARK, Built, InstanceMethod, LocalInstance, same, setup_methods
 from ._options import Options, build
 from .errors import OptionsError
 
@@ -50,11 +53,16 @@ def setup(method: F) -> F:
 
 
 class RemoteClass(Generic[T]):
-    """A class whose instances live in jobs: `Cls(*args)` is a handle; `Cls(*args).method(...)` runs there."""
+    """A class whose instances live in jobs: `Cls(*args)` is a handle; `Cls(*args).method(...)` runs there.
+
+    Otherwise it stands for the class: `isinstance(x, Cls)`, `Cls.some_classmethod(...)`, `class Sub(Cls)`
+    (a plain subclass) work, and inside a job the name is the plain class itself.
+    """
 
     def __init__(self, cls: type[T], options: Options) -> None:
         if not isinstance(cls, type):
             raise OptionsError(f"RemoteClass needs a class, got {cls!r}")
+        _check_setups(cls)
         self._cls, self._options = cls, options
         self.__name__, self.__qualname__ = cls.__name__, cls.__qualname__
         self.__module__, self.__doc__ = cls.__module__, cls.__doc__
@@ -67,11 +75,18 @@ class RemoteClass(Generic[T]):
     def settings(self) -> Options:
         return self._options
 
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self._cls)
+
     def options(self, **overrides: Any) -> RemoteClass[T]:
         """A copy with some options changed: `Embedder.options(flavor="a100-large")("bge-large")`."""
         return RemoteClass(self._cls, build(self._options, **overrides))
 
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteInstance[T]:
+        if inspect.isabstract(self._cls):
+            missing = ", ".join(sorted(getattr(self._cls, "__abstractmethods__", ())))
+            raise TypeError(f"Can't instantiate abstract class {self.__qualname__} (abstract: {missing})")
         try:
             inspect.signature(self._cls).bind(*args, **kwargs)
         except TypeError as e:  # as a local call would say it, before anything travels
@@ -80,17 +95,62 @@ class RemoteClass(Generic[T]):
             pass
         return RemoteInstance(self, args, kwargs)
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # Inside a job (a remote function that uses this class), instances are plain ones, built there.
-        return (LocalClass, (self._cls,))
+    # -- standing for the class ------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._cls, name)  # class attributes, classmethods, staticmethods: plain, here
+
+    def __instancecheck__(self, instance: Any) -> bool:
+        return isinstance(instance, self._cls)
+
+    def __subclasscheck__(self, subclass: type) -> bool:
+        return issubclass(subclass, self._cls)
+
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        return (self._cls,)  # `class Sub(RemoteBase)` subclasses the plain class (make it remote with @remote)
+
+    def __getitem__(self, parameters: Any) -> RemoteClass[T]:
+        return self  # `Model[int](...)`: the parameters only matter to type checkers
+
+    def __reduce_ex__(self, protocol: Any) -> str | tuple[Any, ...]:
+        # Into a job (a function there uses the class, or the class's own methods name it): the plain class.
+        return reduce_remote(self, (same, (self._cls,)))
 
     def __repr__(self) -> str:
         return f"<RemoteClass {self.__module__}.{self.__qualname__} flavor={self._options.flavor}>"
 
 
+def _check_setups(cls: type) -> None:
+    """Setup methods take only `self`, and return (async ones are awaited): refused now, not in a job."""
+    for name in setup_methods(cls):
+        method = inspect.getattr_static(cls, name)
+        if isinstance(method, (staticmethod, classmethod)) or inspect.isgeneratorfunction(method):
+            raise OptionsError(f"@setup {cls.__qualname__}.{name} must be a plain method taking only self")
+        try:
+            inspect.signature(method).bind(None)
+        except TypeError:
+            raise OptionsError(
+                f"@setup {cls.__qualname__}.{name} must take only self: it runs once per job with no arguments"
+            ) from None
+        except ValueError:
+            pass
+
+
 def _callable(cls: type) -> bool:
     """Whether instances of `cls` are callable (every class has a metaclass `__call__`: that one does not count)."""
     return any("__call__" in vars(klass) for klass in cls.__mro__ if klass is not object)
+
+
+def _own_options(method_options: Options, class_options: Options) -> Options:
+    """A method's own `@remote(...)` options over its class's: those it sets win, the rest are the class's."""
+    defaults = Options()
+    own = {
+        field: getattr(method_options, field)
+        for field in Options.__struct_fields__
+        if getattr(method_options, field) != getattr(defaults, field)
+    }
+    return msgspec.structs.replace(class_options, **own)
 
 
 class RemoteInstance(Generic[T]):
@@ -99,6 +159,7 @@ class RemoteInstance(Generic[T]):
     def __init__(self, owner: RemoteClass[T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._owner, self._args, self._kwargs = owner, args, kwargs
         self._methods: dict[str, RemoteFunction[..., Any]] = {}
+        self._built = Built()  # `.local` calls of its methods share one instance here
 
     def __getattr__(self, name: str) -> RemoteFunction[..., Any]:
         if name.startswith("_"):  # dunders (pickle, copy, IPython probing) and private names stay here
@@ -111,6 +172,10 @@ class RemoteInstance(Generic[T]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """A callable class's instance is called in a job: `Model(weights)(x)`."""
         return self._method("__call__")(*args, **kwargs)
+
+    def __dir__(self) -> list[str]:
+        cls = self._owner.cls
+        return sorted(n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n, None)))
 
     def _method(self, name: str) -> RemoteFunction[..., Any]:
         from ._function import RemoteFunction  # _function imports this module for `remote`
@@ -127,7 +192,10 @@ class RemoteInstance(Generic[T]):
             raise AttributeError(f"{qualname(cls)} has no method {name!r}") from None
         options = self._owner.settings
         if isinstance(attribute, RemoteFunction):  # a method with options of its own (`@remote(flavor=...)`)
-            options = attribute.settings
+            options = _own_options(attribute.settings, options)
+            attribute = attribute.function
+        if isinstance(attribute, functools.partialmethod):
+            pass
         elif isinstance(attribute, (classmethod, property)) or not (
             callable(attribute) or isinstance(attribute, staticmethod)
         ):
@@ -135,9 +203,26 @@ class RemoteInstance(Generic[T]):
                 f"{qualname(cls)}.{name} is not a method: a remote instance lives in its jobs, and only its "
                 "methods can be called from here"
             )
-        method = RemoteFunction(InstanceMethod(cls, self._args, self._kwargs, name), options)
+        plain = getattr(attribute, "__func__", attribute)
+        if inspect.isgeneratorfunction(plain) or inspect.isasyncgenfunction(plain):
+            raise OptionsError(
+                f"{qualname(cls)}.{name} is a generator: a remote method must return its result (return a list)"
+            )
+        if inspect.iscoroutinefunction(plain):
+            raise OptionsError(f"{qualname(cls)}.{name} is async: the methods of a remote class must be plain methods")
+        method = RemoteFunction(InstanceMethod(cls, self._args, self._kwargs, name, self._built), options)
         self._methods[name] = method
         return method
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_owner": self._owner, "_args": self._args, "_kwargs": self._kwargs}  # no instance, no lock
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _methods={}, _built=Built())
+
+    def __reduce_ex__(self, protocol: Any) -> str | tuple[Any, ...]:
+        # Into a job (an argument, or a global of a function there): a plain instance, built there.
+        return reduce_remote(self, (LocalInstance, (self._owner.cls, self._args, self._kwargs)))
 
     def __repr__(self) -> str:
         # Types, not values: a constructor's arguments may hold a key or a token.

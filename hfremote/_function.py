@@ -19,7 +19,7 @@ import types
 from collections.abc import Callable, Iterable, Sized
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from ._calls import PackedCall, Packer, describe
+from ._calls import PackedCall, Packer, describe, reduce_remote
 from ._cls import RemoteClass
 from ._config import current_hub, lease_seconds
 from ._console import follow_call
@@ -225,10 +225,10 @@ class RemoteFunction(Generic[P, R]):
             return self
         return RemoteFunction(types.MethodType(self._fn, instance), self._options)
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+    def __reduce_ex__(self, protocol: Any) -> str | tuple[Any, ...]:
         # Inside a job (a recursive function, or one that calls another remote function), calls are plain
         # calls: the remote function travels as a LocalFunction, whose class travels by value (see _inside).
-        return (LocalFunction, (self._fn,))
+        return reduce_remote(self, (LocalFunction, (self._fn,)))
 
     def __repr__(self) -> str:
         return f"<RemoteFunction {describe(self._fn)} flavor={self._options.flavor}>"
@@ -300,6 +300,8 @@ class _Remote:
 
 
 def _make(fn: Any, settings: Options) -> Any:
+    if isinstance(fn, (RemoteClass, RemoteFunction)):  # remote again (new options): of the plain one
+        fn = fn.cls if isinstance(fn, RemoteClass) else fn.function
     return RemoteClass(fn, settings) if isinstance(fn, type) else RemoteFunction(fn, settings)
 
 

@@ -7,6 +7,7 @@ This class travels by value (cloudpickle), so the job needs nothing of hfremote 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import threading
 import types
@@ -62,23 +63,51 @@ class LocalFunction:
 SETUP_MARK = "__hfremote_setup__"  # set on a class's setup methods by hfremote.setup
 
 
+class Built:
+    """One instance of a remote class, built at first use: shared by the methods of one handle."""
+
+    def __init__(self) -> None:
+        self.state: tuple[bool, Any] | None = None  # (built, the instance) or (False, (exception, traceback))
+        self.lock = threading.Lock()
+
+    def get(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with self.lock:
+            if self.state is None:
+                try:
+                    obj = cls(*args, **kwargs)
+                    for attr in setup_methods(cls):
+                        done = getattr(obj, attr)()
+                        if inspect.iscoroutine(done):  # an async setup
+                            asyncio.run(done)
+                    self.state = (True, obj)
+                except BaseException as e:
+                    self.state = (False, (e, e.__traceback__))
+            built, value = self.state
+        if built:
+            return value
+        error, traceback = value
+        raise error.with_traceback(traceback)  # the first traceback each time, not one growing per input
+
+
 class InstanceMethod:
     """A method of a remote class's instance built where it runs: in a job, once per job.
 
     The class and its constructor's arguments travel once, in the run's function file, not with each
     input; the instance is made at the first input a job runs, its setup methods (marked with
     `hfremote.setup`) run right after, and every later input of the job reuses it. A failed setup fails
-    each of the job's inputs with the same exception, without trying again.
+    each of the job's inputs with the same exception, without trying again. Here (`.local`), the methods
+    of one handle share one instance.
     """
 
-    def __init__(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> None:
+    def __init__(
+        self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], name: str, built: Built | None = None
+    ) -> None:
         self.cls, self.args, self.kwargs, self.name = cls, args, kwargs, name
         self.__module__ = cls.__module__  # names the jobs and labels after the method: `Embedder.embed`
         self.__qualname__ = f"{cls.__qualname__}.{name}"
         self.__name__ = name
         self.__doc__ = getattr(getattr(cls, name, None), "__doc__", None)
-        self._state: tuple[bool, Any] | None = None  # (built, the instance or the setup's exception)
-        self._lock = threading.Lock()
+        self._built = built or Built()
 
     @property
     def __signature__(self) -> inspect.Signature:
@@ -88,38 +117,28 @@ class InstanceMethod:
             return inspect.signature(method.__func__)
         target = getattr(method, "function", method)  # a method that is itself a RemoteFunction
         parameters = list(inspect.signature(target).parameters.values())
-        return inspect.Signature(parameters[1:])
+        if parameters and parameters[0].kind in (parameters[0].POSITIONAL_ONLY, parameters[0].POSITIONAL_OR_KEYWORD):
+            parameters = parameters[1:]  # `self` (not a `*args` that takes it: a decorator without wraps)
+        return inspect.Signature(parameters)
 
     def instance(self) -> Any:
-        with self._lock:
-            if self._state is None:
-                try:
-                    obj = self.cls(*self.args, **self.kwargs)
-                    for attr in _setup_methods(self.cls):
-                        getattr(obj, attr)()
-                    self._state = (True, obj)
-                except BaseException as e:
-                    self._state = (False, e)
-            built, value = self._state
-        if not built:
-            raise value
-        return value
+        return self._built.get(self.cls, self.args, self.kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return getattr(self.instance(), self.name)(*args, **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
         # A fresh instance wherever this lands (each job builds its own); the lock cannot travel.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_state", "_lock")}
+        return {k: v for k, v in self.__dict__.items() if k != "_built"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _state=None, _lock=threading.Lock())
+        self.__dict__.update(state, _built=Built())
 
     def __repr__(self) -> str:
         return f"<method {self.__qualname__} of a remote instance>"
 
 
-def _setup_methods(cls: type) -> list[str]:
+def setup_methods(cls: type) -> list[str]:
     """The names of the class's setup methods, base classes' first, each in the order it was defined."""
     names: list[str] = []
     for klass in reversed(cls.__mro__):
@@ -129,25 +148,22 @@ def _setup_methods(cls: type) -> list[str]:
     return names
 
 
-class LocalClass:
-    """A remote class as it travels into a job (used by a function running there): plain instances, built
-    and set up in-process, whose methods are LocalFunctions."""
-
-    def __init__(self, cls: type) -> None:
-        self.cls = cls
-
-    def __call__(self, *args: Any, **kwargs: Any) -> LocalInstance:
-        return LocalInstance(InstanceMethod(self.cls, args, kwargs, ""))
-
-    def options(self, **_: Any) -> LocalClass:
-        return self
-
-
 class LocalInstance:
-    def __init__(self, builder: InstanceMethod) -> None:
-        self._builder = builder
+    """A remote class's handle as it travels into a job: its methods are LocalFunctions on one instance
+    built (and set up) there."""
+
+    def __init__(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._builder = InstanceMethod(cls, args, kwargs, "")
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         return LocalFunction(getattr(self._builder.instance(), name))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._builder.instance()(*args, **kwargs)
+
+
+def same(value: Any) -> Any:
+    """A remote class as it travels into a job: the plain class itself (its own methods may name it)."""
+    return value

@@ -29,7 +29,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from huggingface_hub import JobInfo
 
-from ._calls import Packer, short_name
+from ._calls import Packer, reduce_remote, short_name
 from ._config import current_hub
 from ._cron import schedule_problem
 from ._future import RemoteFuture, watch
@@ -125,9 +125,9 @@ class ScheduledFunction(Generic[P, R]):
         """Call the function here, as a plain Python call."""
         return self._fn(*args, **kwargs)
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+    def __reduce_ex__(self, protocol: Any) -> str | tuple[Any, ...]:
         # Used by a function running in a job, it is the plain function there (the job has no hfremote).
-        return (LocalFunction, (self._fn,))
+        return reduce_remote(self, (LocalFunction, (self._fn,)))
 
     # -- deploy ----------------------------------------------------------------------------------
     def deploy(self, *args: P.args, **kwargs: P.kwargs) -> Deployment:

@@ -3,6 +3,8 @@ chunk; constructor arguments travel once per run. Real jobs on the emulator, whi
 
 from __future__ import annotations
 
+import abc
+import inspect
 import os
 from typing import Any
 
@@ -132,16 +134,45 @@ def test_constructor_arguments_travel_once_per_run(remote_emulator: Emulator, ap
     assert sizes[f"runs/{results.run_id}/shared/function.pkl"] > len(weights)
 
 
+HANDLE = Counter(10)
+
+
 @remote(timeout=60)
-def uses_a_remote_class(x: int) -> tuple[int, int]:
-    counter = Counter(10)  # in the job: a plain instance, set up there; no job starts another
-    value, _, setups, _ = counter.add(x)
-    return value, counter.add.submit(x).result()[2] + setups
+def uses_handles(handle: Any, x: int) -> tuple[int, int, int, bool, bool]:
+    passed = handle.add(x)  # a handle passed in, or held in a global: built and set up in this job
+    held = HANDLE.add(x)
+    plain = Counter(1)  # the class's own name is the plain class in a job
+    return passed[0], passed[2], held[0], isinstance(plain, Counter), plain.ready
 
 
-def test_a_remote_class_used_inside_a_job_is_a_plain_class(remote_emulator: Emulator) -> None:
-    assert uses_a_remote_class(5) == (15, 2)  # one instance, one setup in that job's process
-    assert len(remote_emulator.jobs()) == 1
+def test_handles_and_the_class_inside_a_job(remote_emulator: Emulator) -> None:
+    assert uses_handles(Counter(20), 5) == (25, 1, 15, True, False)
+    assert len(remote_emulator.jobs()) == 1  # no job starts another
+
+
+@remote(timeout=60)
+class Point:
+    """Model code names its own class: isinstance, old-style super, classmethod factories."""
+
+    def __init__(self, a: int) -> None:
+        super(Point, self).__init__()  # noqa: UP008  (old-style, as model code has it)
+        self.a = a
+
+    @classmethod
+    def make(cls, a: int) -> Point:
+        return cls(a)
+
+    def grow(self, x: int) -> tuple[int, bool]:
+        other = Point.make(self.a + x)
+        return other.a, isinstance(other, Point)
+
+
+def test_a_class_that_names_itself(remote_emulator: Emulator) -> None:
+    assert Point(1).grow(2) == (3, True)
+    # Here the name is the remote class, standing for the plain one (only `super(Point, self)` needs the
+    # plain class itself: the README says to write `super()`).
+    assert Point.make.__self__ is Point.cls
+    assert isinstance(Point.cls.__new__(Point.cls), Point) and issubclass(Point.cls, Point)
 
 
 @remote(timeout=60)
@@ -205,3 +236,114 @@ def test_remote_on_a_class_is_exported() -> None:
     assert hfremote.setup is setup
     with pytest.raises(TypeError, match="marks a method"):
         setup(3)  # type: ignore[type-var]
+
+
+def test_a_failed_setup_keeps_one_short_traceback(remote_emulator: Emulator) -> None:
+    errors = list(Broken().run.map(range(40), chunksize=40, return_exceptions=True, logs="none"))
+    tracebacks = [str(e.__cause__) for e in errors]
+    assert len({len(t) for t in tracebacks}) == 1, [len(t) for t in tracebacks[:3]]  # not growing per input
+
+
+@remote(timeout=60, env={"MODEL_DIR": "/models"})
+class Layered:
+    def plain(self) -> tuple[str | None, str]:
+        return os.environ.get("MODEL_DIR"), os.environ.get("WHICH", "")
+
+    @remote(flavor="cpu-upgrade", env={"WHICH": "own"})
+    def own(self) -> tuple[str | None, str]:
+        return os.environ.get("MODEL_DIR"), os.environ.get("WHICH", "")
+
+
+def test_a_methods_own_options_layer_over_the_class(remote_emulator: Emulator) -> None:
+    handle = Layered()
+    assert handle.plain() == ("/models", "")
+    future = handle.own.submit()
+    assert future.result(timeout=RESULT_TIMEOUT) == (None, "own")  # its own env replaces the class's
+    assert future.info.flavor == "cpu-upgrade"
+    assert handle.own.settings.timeout == 60  # the class's, where the method sets nothing
+    assert Layered.options(timeout=90)().own.settings.timeout == 90
+
+
+def wraps_nothing(fn: Any) -> Any:
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return inner
+
+
+@remote(timeout=60)
+class Odd:
+    @wraps_nothing
+    def decorated(self, x: int) -> int:
+        return x * 10
+
+    def star(*args: Any) -> int:
+        return len(args)
+
+    def gen(self, n: int) -> Any:
+        yield n
+
+    async def later(self, n: int) -> int:
+        return n
+
+
+def test_methods_of_every_shape(remote_emulator: Emulator) -> None:
+    assert Odd().decorated.local(3) == 30
+    assert Odd().star.local(1, 2) == 3  # self, 1, 2
+    with pytest.raises(OptionsError, match="generator"):
+        Odd().gen(1)
+    with pytest.raises(OptionsError, match="async"):
+        Odd().later(1)
+    assert remote_emulator.jobs() == []
+
+
+def test_setup_methods_are_checked_when_the_class_is_made() -> None:
+    class NeedsPath:
+        @setup
+        def load(self, path: str) -> None: ...
+
+    with pytest.raises(OptionsError, match="must take only self"):
+        remote(NeedsPath)
+
+
+def test_local_calls_share_one_instance_per_handle() -> None:
+    handle = Counter(1)
+    first = handle.add.local(0)[2]
+    assert handle.bigger.local(2) == 2
+    assert handle.add.local(0)[2] == first  # the handle's methods share one instance: one setup
+    assert Counter(1).add.local(0)[2] == first + 1  # another handle: its own
+
+
+def test_handles_copy_and_pickle_as_themselves() -> None:
+    import copy
+    import pickle
+
+    handle = Counter(3)
+    for twin in (copy.copy(handle), copy.deepcopy(handle), pickle.loads(pickle.dumps(handle))):
+        assert isinstance(twin, hfremote.RemoteInstance) and repr(twin) == repr(handle)
+    assert pickle.loads(pickle.dumps(Counter)) is Counter
+    assert copy.copy(Counter) is Counter and copy.deepcopy(Counter) is Counter
+    assert pickle.loads(pickle.dumps(uses_handles)) is uses_handles  # a remote function too
+
+
+def test_remote_again_changes_the_options_of_the_plain_class() -> None:
+    bigger = remote(flavor="cpu-upgrade")(Counter)
+    assert isinstance(bigger, RemoteClass) and bigger.cls is Counter.cls
+    assert bigger.settings.flavor == "cpu-upgrade"
+
+
+def test_the_class_name_stands_for_the_class() -> None:
+    class Sub(Counter):  # type: ignore[misc, valid-type]
+        pass
+
+    assert issubclass(Sub, Counter.cls) and issubclass(Sub, Counter)
+    assert Counter[int] is Counter  # type: ignore[misc]
+    assert str(inspect.signature(Counter)) == "(base: 'int', *, label: 'str' = '') -> 'None'"
+    assert {"add", "bigger", "helper"} <= set(dir(Counter(1)))
+
+    class Abstract(abc.ABC):
+        @abc.abstractmethod
+        def go(self) -> None: ...
+
+    with pytest.raises(TypeError, match="abstract"):
+        remote(Abstract)()

@@ -62,6 +62,12 @@ def bar(steps: int) -> str:
     return "done"
 
 
+@remote
+class Model:
+    def predict(self, x: int) -> int:
+        return x
+
+
 @remote.schedule("@daily", name="nightly", timeout="5m")
 def nightly(board: str, top: int = 3) -> str:
     return board * top
@@ -118,6 +124,8 @@ def test_run_refuses_bad_arguments_before_any_job(cli: Any, emulator: Emulator) 
     proc = cli("run", "jobs.py::nothing")
     assert proc.returncode == 2 and "jobs.py has no function 'nothing'" in proc.stderr
     assert "train" in proc.stderr
+    proc = cli("run", "jobs.py::Model")
+    assert proc.returncode == 2 and "Model is a class: `hfremote run` runs functions" in proc.stderr
     assert emulator.jobs() == []
 
 

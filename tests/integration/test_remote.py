@@ -696,3 +696,27 @@ def test_an_interrupt_raised_by_the_function_is_its_failure_not_a_ctrl_c(
     err = capsys.readouterr().err
     assert "cancelled job" not in err and "interrupted" not in err, err
     assert [j["status"]["stage"] for j in remote_emulator.jobs()] == ["ERROR", "ERROR"]
+
+
+@remote(timeout=600, env={"HFREMOTE_LINGER_SECONDS": "1"})
+def leaves_a_thread(x: int) -> int:
+    import threading
+
+    threading.Thread(target=threading.Event().wait, name="forever", daemon=False).start()
+    return x + 1
+
+
+def test_a_thread_left_running_does_not_keep_the_job_billing(remote_emulator: Emulator, api: HfApi) -> None:
+    future = leaves_a_thread.submit(1)
+    assert future.result(timeout=120) == 2
+    info = poll(
+        lambda: (
+            (i := api.inspect_job(job_id=future.job_id, namespace=remote_emulator.user)).status.stage
+            in ("COMPLETED", "ERROR")
+            and i
+        ),
+        timeout=60,
+        what="the job to end",
+    )
+    assert info.status.stage == "COMPLETED"
+    assert any("thread(s) forever still run" in line for line in future.logs())
