@@ -173,9 +173,11 @@ async def call(submit: Callable[[], RemoteFuture[R]], options: Options) -> R:
     except asyncio.CancelledError:
         stop.set()
         if options.detach:
-            Console().note(f"detached; job {future.job_id} keeps running ({future.url})")
-        else:
-            future.cancel()
+            Console().note(
+                f"detached; job {future.job_id} keeps running ({future.url}). "
+                f"Follow it with `hfremote attach {future.run_id}`"
+            )
+        elif future.cancel():  # (not if it has just finished)
             Console().note(f"cancelled job {future.job_id} ({future.url})")
             await until_done(in_thread(engine().flush, "hfremote-flush"), _STOP_SECONDS)
         raise
@@ -221,6 +223,8 @@ class AsyncMapResults(AsyncIterator[R]):
             value = step.result()
         except BaseException:
             self._finished = True
+            if self._stopping:  # aclose() from another task meanwhile: the iteration is over
+                raise StopAsyncIteration from None
             raise
         if value is _END:
             self._finished = True
@@ -267,7 +271,8 @@ class AsyncMapResults(AsyncIterator[R]):
         if self._results is not None and not self._finished:
             self._stop()
             results = self._results
-            threading.Thread(target=results.close, name="hfremote-map-close", daemon=True).start()
+            with contextlib.suppress(RuntimeError):  # no new thread at interpreter exit: its lease ends the jobs
+                threading.Thread(target=results.close, name="hfremote-map-close", daemon=True).start()
 
     def __repr__(self) -> str:
         return f"<AsyncMapResults run_id={self.run_id!r}>"

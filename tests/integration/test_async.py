@@ -299,6 +299,22 @@ def test_cancelling_the_awaiting_task_cancels_the_jobs(
     poll(lambda: all_in(remote_emulator, ids, "CANCELED"), 60, what="the jobs to be CANCELED")
 
 
+def test_closing_an_async_map_cancels_its_jobs(remote_emulator: Emulator) -> None:
+    async def main() -> list[str]:
+        results = nap.map.aio(range(3))
+        waiting = asyncio.ensure_future(results.__anext__())
+        ids: list[str] = await until(running(remote_emulator, 3), what="3 jobs, one running")
+        await results.aclose()  # from another task than the one waiting for a result
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(waiting, 60)
+        with pytest.raises(StopAsyncIteration):
+            await results.__anext__()
+        return ids
+
+    ids = asyncio.run(main())
+    poll(lambda: all_in(remote_emulator, ids, "CANCELED"), 60, what="the jobs to be CANCELED")
+
+
 CTRL_C_SCRIPT = """
 import asyncio
 
