@@ -20,7 +20,7 @@ import logging
 import threading
 import types
 from collections.abc import Callable, Coroutine, Iterable, Sized
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from typing_extensions import TypeVar as DefaultTypeVar  # PEP 696 defaults, in typing from 3.13
 
@@ -323,16 +323,6 @@ def wait_streaming(future: RemoteFuture[R], options: Options) -> R:
     return value
 
 
-class _Decorator(Protocol):
-    """What `remote(...)` with options returns: the decorator, typed as `remote` itself is."""
-
-    @overload
-    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> RemoteFunction[P, R, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
-
-
 class _Remote:
     """`remote`: the decorator (`@remote`, `@remote(...)`) and `remote.schedule(...)`."""
 
@@ -376,11 +366,7 @@ class _Remote:
         settings = build(None, **options)
         if fn is not None:
             return RemoteFunction(fn, settings)
-
-        def decorate(function: Callable[P, Any]) -> RemoteFunction[P, Any]:
-            return RemoteFunction(function, settings)
-
-        return decorate
+        return _Decorator(settings)
 
     @staticmethod
     def schedule(
@@ -391,6 +377,25 @@ class _Remote:
 
     def __repr__(self) -> str:
         return "<hfremote.remote>"
+
+
+class _Decorator:
+    """What `remote(flavor=...)` returns: it makes a remote function (typed as `remote` itself is)."""
+
+    def __init__(self, settings: Options) -> None:
+        self._settings = settings
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> RemoteFunction[P, R, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+
+    def __call__(self, fn: Any, /) -> Any:
+        return RemoteFunction(fn, self._settings)
+
+    def __repr__(self) -> str:
+        return f"<hfremote.remote decorator flavor={self._settings.flavor}>"
 
 
 remote = _Remote()
