@@ -88,6 +88,16 @@ async def nested(x: int) -> list[int]:
     return values
 
 
+class Scaler:
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    @remote(timeout=120)
+    async def scale(self, x: int) -> int:
+        await asyncio.sleep(0)
+        return self.factor * x
+
+
 def sync_calls_async(x: int) -> int:
     return square(x) + 1  # a sync function calling an async remote one in the job: its value
 
@@ -135,6 +145,10 @@ def test_an_async_function_runs_on_an_event_loop_in_the_job(remote_emulator: Emu
     assert asyncio.run(coroutine) == 25
     # The inputs of one job share its loop (what they keep, a client session say, stays usable).
     assert list(on_one_loop.map(range(4), chunksize=4)) == [True] * 4
+    # An async method binds as a plain one does.
+    scaler = Scaler(3)
+    assert scaler.scale(2) == 6
+    assert asyncio.run(scaler.scale.aio(4)) == 12
 
 
 def test_an_async_functions_exception_comes_back_as_itself(remote_emulator: Emulator) -> None:
