@@ -282,8 +282,15 @@ async def _await_future() -> int:
 
 @pytest.mark.parametrize(
     ("face", "detach", "jobs"),
-    [("aio", False, 1), ("aio", True, 1), ("future", False, 1), ("map", False, 3), ("map", True, 3)],
-    ids=["aio", "aio-detach", "future", "map", "map-detach"],
+    [
+        ("aio", False, 1),
+        ("aio", True, 1),
+        ("aio-quiet", False, 1),
+        ("future", False, 1),
+        ("map", False, 3),
+        ("map", True, 3),
+    ],
+    ids=["aio", "aio-detach", "aio-no-logs", "future", "map", "map-detach"],
 )
 def test_cancelling_the_awaiting_task_cancels_the_jobs(
     remote_emulator: Emulator, face: str, detach: bool, jobs: int
@@ -291,6 +298,8 @@ def test_cancelling_the_awaiting_task_cancels_the_jobs(
     def start() -> Coroutine[Any, Any, Any]:
         if face == "aio":
             return nap.options(detach=detach).aio(1)
+        if face == "aio-quiet":
+            return nap.options(stream_logs=False).aio(1)
         if face == "future":
             return _await_future()
         return _consume_map(detach)
