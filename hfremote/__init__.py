@@ -8,6 +8,7 @@
     train(3e-4)                 # runs as a job, streams its logs, returns the dict
     future = train.submit(3e-4) # RemoteFuture at once
     for out in train.map([1e-4, 3e-4, 1e-3]): ...   # one job per input, results in order
+    await train.aio(3e-4)       # in a coroutine; also train.submit.aio, async for out in train.map.aio(...)
 
 Without a Hugging Face token, jobs run on an embedded offline emulator of the platform.
 """
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import _signals
 
 if TYPE_CHECKING:
+    from ._aio import AsyncMapResults
     from ._cls import RemoteClass, RemoteInstance, setup
     from ._config import configure
     from ._function import RemoteFunction, remote
@@ -36,6 +38,7 @@ _WHERE = {
     "RemoteClass": "_cls",
     "RemoteInstance": "_cls",
     "setup": "_cls",
+    "AsyncMapResults": "_aio",
     "configure": "_config",
     "RemoteFunction": "_function",
     "remote": "_function",
@@ -87,6 +90,7 @@ def __dir__() -> list[str]:
 
 __version__: str
 __all__ = [
+    "AsyncMapResults",
     "BackendError",
     "CostEstimate",
     "Deployment",

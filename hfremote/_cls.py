@@ -208,8 +208,6 @@ class RemoteInstance(Generic[T]):
             raise OptionsError(
                 f"{qualname(cls)}.{name} is a generator: a remote method must return its result (return a list)"
             )
-        if inspect.iscoroutinefunction(plain):
-            raise OptionsError(f"{qualname(cls)}.{name} is async: the methods of a remote class must be plain methods")
         method = RemoteFunction(InstanceMethod(cls, self._args, self._kwargs, name, self._built), options)
         self._methods[name] = method
         return method

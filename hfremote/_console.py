@@ -205,7 +205,7 @@ def format_cost(usd: float) -> str:
     return f"${float(f'{usd:.2g}'):.6f}".rstrip("0")
 
 
-_ENTRY_FRAME = re.compile(r'^( *)File "[^"\n]*entry\.py", line \d+, in main\n(?:\1 .*\n)*', re.MULTILINE)
+_ENTRY_FRAME = re.compile(r'^( *)File "[^"\n]*entry\.py", line \d+, in (?:main|awaited)\n(?:\1 .*\n)*', re.MULTILINE)
 
 
 def without_last_traceback(lines: list[str]) -> list[str]:
@@ -225,9 +225,10 @@ _following = [0]  # blocking calls showing their output now
 _following_lock = threading.Lock()
 
 
-def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
+def follow_call(future: Any, detach: bool, stream_logs: bool, stop: threading.Event | None = None) -> Any:
     """Wait for one call's job, saying what it does: its URL and run id at once, its stage changes, its output
-    (stdout), then its value; a failure's remote traceback is shown once, and Ctrl-C says only what it did."""
+    (stdout), then its value; a failure's remote traceback is shown once, and Ctrl-C says only what it did.
+    `stop` (an awaited call's task was cancelled): show nothing more, and return None at the next line."""
     from ._engine import engine
     from ._future import local_lines
     from .errors import RemoteTraceback
@@ -252,6 +253,8 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
             try:
                 setup = True  # uv's own lines come first: each becomes a short note, not job output
                 for line in local_lines(future.logs(follow=True), future.code_files):
+                    if stop is not None and stop.is_set():
+                        return None
                     if notes is not None:
                         notes.saw("RUNNING")  # it prints: it runs
                     if setup and SETUP_LINE.match(line.strip()):
@@ -263,6 +266,8 @@ def follow_call(future: Any, detach: bool, stream_logs: bool) -> Any:
                     console.job_line(line, prefix, hold_traceback=True)
             except Exception as e:  # the logs are a courtesy: the call's outcome is its result
                 console.note(f"stopped following the logs of job {future.job_id}: {e}")
+        if stop is not None and stop.is_set():
+            return None
         try:
             value = future.result()
         except BaseException as e:

@@ -269,6 +269,58 @@ class _Updates:
         return getattr(self._stream, name)
 
 
+def _is_loop_frame(filename: str) -> bool:
+    import asyncio
+
+    return filename == __file__ or filename.startswith(os.path.dirname(asyncio.__file__) + os.sep)
+
+
+class _Loop:
+    """The job's event loop for an async function: made at its first coroutine, shared by the chunk's inputs
+    (what they keep across inputs, a client session say, stays on one loop), closed at the end as
+    `asyncio.run` closes its own."""
+
+    def __init__(self) -> None:
+        self._loop: Any = None
+
+    def awaited(self, value: Any) -> Any:
+        from collections.abc import Coroutine
+
+        if not isinstance(value, Coroutine):
+            return value
+        if self._loop is None:
+            import asyncio
+
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+        try:
+            return self._loop.run_until_complete(value)
+        except BaseException as e:  # its traceback starts at the user's coroutine, as a plain call's does
+            tb = e.__traceback__
+            while tb is not None and _is_loop_frame(tb.tb_frame.f_code.co_filename):
+                tb = tb.tb_next
+            raise e.with_traceback(tb or e.__traceback__)  # noqa: B904 (the same exception, its context kept)
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        import asyncio
+
+        loop = self._loop
+        try:
+            tasks = asyncio.all_tasks(loop)  # tasks an input left running
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        except Exception as e:  # the results are written: a failing clean-up only says so
+            print(f"hfremote: closing the job's event loop: {type(e).__name__}: {e}", file=sys.stderr)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
 def main(argv: list[str]) -> int:
     global cloudpickle
     import cloudpickle
@@ -315,6 +367,7 @@ def main(argv: list[str]) -> int:
         return EXIT_SETUP
     status = EXIT_OK
     results = _Results(results_path)
+    loop = _Loop()
     for index, call in _inputs(chunk):
         if index in results.done:  # an earlier attempt of this job finished it
             continue
@@ -328,7 +381,7 @@ def main(argv: list[str]) -> int:
                     "to dependencies=[...]",
                 )
                 raise
-            payload = {"ok": True, "value": function(*args, **kwargs)}
+            payload = {"ok": True, "value": loop.awaited(function(*args, **kwargs))}
         except BaseException as e:  # the user's SystemExit and KeyboardInterrupt travel back too
             import traceback
 
@@ -337,6 +390,7 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
         results.add(index, _encode(payload))
     results.close()
+    loop.close()
     return status
 
 

@@ -7,6 +7,9 @@ train(3e-4)               # blocks, shows the job's output (stdout) and stages (
 train.submit(3e-4)        # RemoteFuture[dict] at once
 train.local(3e-4)         # a plain call
 train.options(flavor="a100-large")(1e-3)
+await train.aio(3e-4)     # in a coroutine: the call, without blocking the event loop (see _aio.py)
+
+An `async def` function runs on an event loop in the job; calls return its value, `local` its coroutine.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ import inspect
 import logging
 import threading
 import types
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Coroutine, Iterable, Sized
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from typing_extensions import TypeVar as DefaultTypeVar  # PEP 696 defaults, in typing from 3.13
+
+from . import _aio
+from ._aio import AsyncMapResults, with_aio
 from ._calls import PackedCall, Packer, describe, reduce_remote
 from ._cls import RemoteClass
 from ._config import current_hub, lease_seconds
@@ -32,7 +39,7 @@ from ._options import Options, build, check_count
 from ._origins import Rules
 from ._packing import check_function
 from ._remote_run import cancel_stale_runs
-from ._run import Run, chunk_name
+from ._run import Run, chunk_name, new_run_id
 from ._schedule import ScheduledFunction, schedule
 from .errors import OptionsError
 
@@ -41,6 +48,9 @@ Q = ParamSpec("Q")
 R = TypeVar("R")
 S = TypeVar("S")
 T = TypeVar("T")
+# What `local` (a plain call) returns: R, or for an `async def` function its coroutine, while calls as jobs
+# return what the coroutine returns (R). A default keeps `RemoteFunction[[int], str]` meaning a plain function.
+L = DefaultTypeVar("L", default=R)
 log = logging.getLogger("hfremote")
 
 
@@ -91,10 +101,11 @@ def launch_one(run: Run, call: PackedCall, index: int = 0) -> RemoteFuture[Any]:
     return future
 
 
-class RemoteFunction(Generic[P, R]):
-    """A function that runs as a Hugging Face job. Calling it blocks; `submit` returns a future."""
+class RemoteFunction(Generic[P, R, L]):
+    """A function that runs as a Hugging Face job. Calling it blocks; `submit` returns a future; `aio`,
+    `submit.aio`, `map.aio` and `starmap.aio` are the same for asyncio code."""
 
-    def __init__(self, fn: Callable[P, R], options: Options) -> None:
+    def __init__(self, fn: Callable[P, L], options: Options) -> None:
         check_function(fn)
         self._fn = fn
         self._options = options
@@ -102,7 +113,7 @@ class RemoteFunction(Generic[P, R]):
         functools.update_wrapper(self, fn, updated=functools.WRAPPER_UPDATES if inspect.isfunction(fn) else ())
 
     @property
-    def function(self) -> Callable[P, R]:
+    def function(self) -> Callable[P, L]:
         return self._fn
 
     @property
@@ -110,22 +121,76 @@ class RemoteFunction(Generic[P, R]):
         """The options jobs of this function are created with."""
         return self._options
 
-    def options(self, **overrides: Any) -> RemoteFunction[P, R]:
+    def options(self, **overrides: Any) -> RemoteFunction[P, R, L]:
         """A copy with some options changed: `train.options(flavor="a100-large")(lr)`."""
         return RemoteFunction(self._fn, build(self._options, **overrides))
 
-    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Call the function here, as a plain Python call."""
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> L:
+        """Call the function here, as a plain Python call (an async function's gives its coroutine)."""
         return self._fn(*args, **kwargs)
 
-    def submit(self, *args: P.args, **kwargs: P.kwargs) -> RemoteFuture[R]:
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """`await f.aio(x)`: `f(x)` in a coroutine, without blocking the event loop. Cancelling the awaiting
+        task (Ctrl-C under asyncio.run) cancels the job, unless detach=True."""
+        return await _aio.call(lambda: self.submit(*args, **kwargs), self._options)
+
+    async def _submit_aio(self, /, *args: P.args, **kwargs: P.kwargs) -> RemoteFuture[R]:
+        """`await f.submit.aio(x)`: the job's future, its upload and creation off the event loop."""
+        return await _aio.created(lambda: self.submit(*args, **kwargs), self._options)
+
+    @with_aio(_submit_aio)
+    def submit(self, /, *args: P.args, **kwargs: P.kwargs) -> RemoteFuture[R]:
         """Start a job for this call and return its future at once."""
         packer = Packer(self._fn, Rules(self._options.ship, self._options.pin))
         inputs = packer.pack(args, kwargs)  # wrong or unpicklable arguments fail before any request
         return launch_one(new_run(self._fn, self._options, packer=packer), inputs)
 
+    def _map_aio(
+        self,
+        /,
+        *iterables: Iterable[Any],
+        chunksize: int = 1,
+        max_parallel: int = 16,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        retries: int = 0,
+        progress: bool | None = None,
+        logs: str = "errors",
+        max_cost_usd: float | None = None,
+        resume: str | None = None,
+        **options: Any,
+    ) -> AsyncMapResults[R]:
+        """`async for r in f.map.aio(xs)`: `map` as an async iterator, run off the event loop."""
+        settings = MapSettings(
+            chunksize, max_parallel, ordered, return_exceptions, retries, progress, logs, max_cost_usd
+        )
+        return AsyncMapResults(*self._map_start(iterables, False, settings, options, resume))
+
+    def _starmap_aio(
+        self,
+        /,
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int = 1,
+        max_parallel: int = 16,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        retries: int = 0,
+        progress: bool | None = None,
+        logs: str = "errors",
+        max_cost_usd: float | None = None,
+        resume: str | None = None,
+        **options: Any,
+    ) -> AsyncMapResults[R]:
+        """`async for r in f.starmap.aio(items)`: `starmap` as an async iterator, run off the event loop."""
+        settings = MapSettings(
+            chunksize, max_parallel, ordered, return_exceptions, retries, progress, logs, max_cost_usd
+        )
+        return AsyncMapResults(*self._map_start((iterable,), True, settings, options, resume))
+
+    @with_aio(_map_aio)
     def map(
         self,
+        /,
         *iterables: Iterable[Any],
         chunksize: int = 1,
         max_parallel: int = 16,
@@ -153,8 +218,10 @@ class RemoteFunction(Generic[P, R]):
         )
         return self._map(iterables, False, settings, options, resume)
 
+    @with_aio(_starmap_aio)
     def starmap(
         self,
+        /,
         iterable: Iterable[Iterable[Any]],
         chunksize: int = 1,
         max_parallel: int = 16,
@@ -181,6 +248,18 @@ class RemoteFunction(Generic[P, R]):
         options: dict[str, Any],
         resume: str | None,
     ) -> MapResults[R]:
+        start, _ = self._map_start(iterables, star, settings, options, resume)
+        return start()
+
+    def _map_start(
+        self,
+        iterables: tuple[Iterable[Any], ...],
+        star: bool,
+        settings: MapSettings,
+        options: dict[str, Any],
+        resume: str | None,
+    ) -> tuple[Callable[[], MapResults[R]], str]:
+        """What starts the map (packing, uploading: an async map does it off the loop), and its run id."""
         # Everything that can be checked is checked now, before the caller starts iterating (`settings`
         # was checked when made).
         if not iterables:
@@ -188,8 +267,14 @@ class RemoteFunction(Generic[P, R]):
         if resume is not None and (not isinstance(resume, str) or not resume.strip()):
             raise OptionsError(f"resume={resume!r} must be the run id of an earlier map, as its results' .run_id")
         chosen = build(self._options, **options) if options else self._options
-        run = new_run(self._fn, chosen, resume)
-        return MapResults(MapRun(run, calls_of(iterables, star), settings, length_of(iterables), resume is not None))
+        run_id = resume or new_run_id()
+
+        def start() -> MapResults[R]:
+            run = new_run(self._fn, chosen, run_id)
+            total = length_of(iterables)
+            return MapResults(MapRun(run, calls_of(iterables, star), settings, total, resume is not None))
+
+        return start, run_id
 
     def map_cost(self, inputs: int | Sized, chunksize: int = 1, retries: int = 0, **options: Any) -> CostEstimate:
         """The worst case of a map before launching it: jobs x timeout x the flavor's price, counting the
@@ -211,12 +296,12 @@ class RemoteFunction(Generic[P, R]):
         return wait_streaming(future, self._options)
 
     @overload
-    def __get__(self, instance: None, owner: type[Any] | None = None) -> RemoteFunction[P, R]: ...
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> RemoteFunction[P, R, L]: ...
 
     @overload
     def __get__(
-        self: RemoteFunction[Concatenate[S, Q], R], instance: S, owner: type[Any] | None = None
-    ) -> RemoteFunction[Q, R]: ...
+        self: RemoteFunction[Concatenate[S, Q], R, L], instance: S, owner: type[Any] | None = None
+    ) -> RemoteFunction[Q, R, L]: ...
 
     def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any:
         """`@remote` on a method binds like a method: `Trainer().fit(3)` runs `fit(trainer, 3)` as a job,
@@ -245,6 +330,9 @@ class _Remote:
 
     @overload
     def __call__(self, cls: type[T], /) -> RemoteClass[T]: ...  # type: ignore[overload-overlap]  # a class first
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> RemoteFunction[P, R, Coroutine[Any, Any, R]]: ...
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
@@ -313,6 +401,9 @@ class _Decorator:
 
     @overload
     def __call__(self, cls: type[T], /) -> RemoteClass[T]: ...  # type: ignore[overload-overlap]  # a class first
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> RemoteFunction[P, R, Coroutine[Any, Any, R]]: ...
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...

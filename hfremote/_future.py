@@ -7,6 +7,7 @@
 
 A future stays PENDING while its job runs, so `Future.cancel()` keeps its standard meaning: it changes
 the future's state at once, never blocks and never raises; the job's cancel is a queued request.
+A future is also awaitable (`await future`, `asyncio.gather(*futures)`), through `asyncio.wrap_future`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import linecache
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
@@ -173,6 +174,13 @@ class RemoteFuture(Future[R], Generic[R]):
         engine().forget(self)
         engine().cancel_job(self._hub, self.namespace, self.job_id)
         return True
+
+    def __await__(self) -> Generator[Any, None, R]:
+        """`await future` in a coroutine: its value, without blocking the event loop. As with any future
+        that asyncio wraps, cancelling the awaiting task cancels the future, and so the job."""
+        import asyncio  # not at import: the command line does not need it
+
+        return asyncio.wrap_future(self).__await__()
 
     # -- re-attach -------------------------------------------------------------------------------
     @classmethod

@@ -2,7 +2,8 @@
 
 A function running in a job that calls another remote function (or itself) calls it in the same process:
 the job has no Hugging Face token and no hfremote, and a job starting jobs would multiply the bill.
-This class travels by value (cloudpickle), so the job needs nothing of hfremote to run it.
+This class travels by value (cloudpickle), so the job needs nothing of hfremote to run it. An async
+function's plain call runs its coroutine to the end, and its `aio`, `map.aio`, ... await it, as on the client.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import asyncio
 import inspect
 import threading
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
 
 class LocalFunction:
-    """A remote function's plain twin: the same methods (`submit`, `map`, `local`, ...), run in-process."""
+    """A remote function's plain twin: the same methods (`submit`, `map`, `local`, `aio`, ...), run in-process."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.function = fn
@@ -25,26 +26,69 @@ class LocalFunction:
         self.__doc__ = getattr(fn, "__doc__", None)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.function(*args, **kwargs)
+        return _awaited(self.function(*args, **kwargs))
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
         return self.function(*args, **kwargs)
 
-    def submit(self, *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
+    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+        import asyncio
+        import inspect
+
+        if inspect.iscoroutinefunction(self.function):
+            return await self.function(*args, **kwargs)
+        value = await asyncio.to_thread(self.function, *args, **kwargs)  # the caller's other tasks go on meanwhile
+        return await value if isinstance(value, Coroutine) else value
+
+    @property
+    def submit(self) -> _Face:
+        return _Face(self._submit, self._submit_aio)
+
+    @property
+    def map(self) -> _Face:
+        return _Face(self._map, self._map_aio)
+
+    @property
+    def starmap(self) -> _Face:
+        return _Face(self._starmap, self._starmap_aio)
+
+    def _submit(self, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = _LocalFuture()
         try:
-            future.set_result(self.function(*args, **kwargs))
+            future.set_result(self(*args, **kwargs))
         except Exception as e:
             future.set_exception(e)
         return future
 
-    def map(self, *iterables: Iterable[Any], return_exceptions: bool = False, **_: Any) -> Iterator[Any]:
-        return self.starmap(zip(*iterables, strict=False), return_exceptions=return_exceptions)
+    async def _submit_aio(self, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = _LocalFuture()
+        try:
+            future.set_result(await self.aio(*args, **kwargs))
+        except Exception as e:
+            future.set_exception(e)
+        return future
 
-    def starmap(self, iterable: Iterable[Iterable[Any]], return_exceptions: bool = False, **_: Any) -> Iterator[Any]:
+    def _map(self, *iterables: Iterable[Any], return_exceptions: bool = False, **_: Any) -> Iterator[Any]:
+        return self._starmap(zip(*iterables, strict=False), return_exceptions=return_exceptions)
+
+    def _starmap(self, iterable: Iterable[Iterable[Any]], return_exceptions: bool = False, **_: Any) -> Iterator[Any]:
         for args in iterable:
             try:
-                yield self.function(*args)
+                yield self(*args)
+            except Exception as e:
+                if not return_exceptions:
+                    raise
+                yield e
+
+    def _map_aio(self, *iterables: Iterable[Any], return_exceptions: bool = False, **_: Any) -> AsyncIterator[Any]:
+        return self._starmap_aio(zip(*iterables, strict=False), return_exceptions=return_exceptions)
+
+    async def _starmap_aio(
+        self, iterable: Iterable[Iterable[Any]], return_exceptions: bool = False, **_: Any
+    ) -> AsyncIterator[Any]:
+        for args in iterable:
+            try:
+                yield await self.aio(*args)
             except Exception as e:
                 if not return_exceptions:
                     raise
@@ -71,18 +115,38 @@ class Built:
         self.lock = threading.Lock()
 
     def get(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The instance, for a plain method (an async setup runs on a loop of its own)."""
         with self.lock:
             if self.state is None:
                 try:
                     obj = cls(*args, **kwargs)
                     for attr in setup_methods(cls):
                         done = getattr(obj, attr)()
-                        if inspect.iscoroutine(done):  # an async setup
+                        if inspect.iscoroutine(done):
                             asyncio.run(done)
                     self.state = (True, obj)
                 except BaseException as e:
                     self.state = (False, (e, e.__traceback__))
-            built, value = self.state
+        return self._outcome()
+
+    async def aget(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The instance, for an async method: an async setup runs on the method's loop (the job's), so what
+        it opens (a client session) is usable by every input."""
+        if self.state is None:  # the job's inputs run one at a time on its loop
+            try:
+                obj = cls(*args, **kwargs)
+                for attr in setup_methods(cls):
+                    done = getattr(obj, attr)()
+                    if inspect.iscoroutine(done):
+                        await done
+                self.state = (True, obj)
+            except BaseException as e:
+                self.state = (False, (e, e.__traceback__))
+        return self._outcome()
+
+    def _outcome(self) -> Any:
+        assert self.state is not None
+        built, value = self.state
         if built:
             return value
         error, traceback = value
@@ -125,7 +189,13 @@ class InstanceMethod:
         return self._built.get(self.cls, self.args, self.kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if inspect.iscoroutinefunction(getattr(self.cls, self.name, None)):
+            return self._acall(args, kwargs)  # awaited by the job (or by the caller of `.local`)
         return getattr(self.instance(), self.name)(*args, **kwargs)
+
+    async def _acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        obj = await self._built.aget(self.cls, self.args, self.kwargs)
+        return await getattr(obj, self.name)(*args, **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
         # A fresh instance wherever this lands (each job builds its own); the lock cannot travel.
@@ -167,3 +237,40 @@ class LocalInstance:
 def same(value: Any) -> Any:
     """A remote class as it travels into a job: the plain class itself (its own methods may name it)."""
     return value
+
+
+class _Face:
+    """`f.map`, `f.submit`: call it, or `.aio(...)` for its asyncio twin, as on the client."""
+
+    def __init__(self, call: Callable[..., Any], aio: Callable[..., Any]) -> None:
+        self._call, self.aio = call, aio
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(*args, **kwargs)
+
+
+class _LocalFuture(Future[Any]):
+    """A future that can also be awaited (`await f.submit(x)` in an async function)."""
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        import asyncio
+
+        return asyncio.wrap_future(self).__await__()
+
+
+def _awaited(value: Any) -> Any:
+    """A plain call's value: an async function's coroutine is run to its end, as on the client."""
+    if not isinstance(value, Coroutine):
+        return value
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(value)
+    # Called from a coroutine: its loop cannot run another until this returns, so the call gets a loop of
+    # its own on a thread (the caller's loop waits, as a blocking call from a coroutine does on the client).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, value).result()

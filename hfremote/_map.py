@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -48,6 +48,10 @@ R = TypeVar("R")
 
 LOG_MODES = ("errors", "all", "none")
 _CREATE_THREADS = 8
+
+
+class _Stopped(BaseException):
+    """The map was asked to stop (`MapRun.stop`): raised in the thread that iterates it."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ class MapRun:
         self._log_threads: list[threading.Thread] = []
         self._console = Console()  # the followed jobs' lines (logs="all"), on stdout
         self._release_lease: Callable[[], None] | None = None
+        self._stopping: Future[None] = Future()  # set by stop(), from another thread
 
     # -- the loop --------------------------------------------------------------------------------
     def __iter__(self) -> Generator[Any, None, None]:
@@ -154,18 +159,22 @@ class MapRun:
                     self.run.hub, self.run.bucket, self.run.layout.lease, self.run.lease_ttl, now=self.resume
                 )
             while True:
+                if self._stopping.done():
+                    raise _Stopped
                 self._launch()
                 yield from book.ready()
                 if book.over(len(self._running), len(self._queued)):
                     break
                 self._collect()
+                if self._stopping.done():
+                    raise _Stopped
                 yield from book.ready()
                 if book.error is not None:  # after the results that come before it
                     raise mark(book.error, "failure")
             deadline = time.monotonic() + 10.0  # every job has ended: print their last followed lines first
             for thread in self._log_threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
-        except KeyboardInterrupt as interrupt:
+        except (KeyboardInterrupt, _Stopped) as interrupt:
             if self.run.options.detach:
                 print(
                     f"\nhfremote: map interrupted; detached: its {len(self._running)} job(s) keep running. "
@@ -177,12 +186,19 @@ class MapRun:
             print(f"\nhfremote: map interrupted; cancelled {count} unfinished job(s)", file=sys.stderr)
             raise mark(interrupt, "interrupt") from None
         except BaseException:  # a failure, or the caller stopped iterating: stop paying for what it will not read
-            self._cancel_all()
+            if not (self._stopping.done() and self.run.options.detach):
+                self._cancel_all()
             raise
         finally:
             if self._release_lease is not None:
                 self._release_lease()
             self._close_bar()
+
+    def stop(self) -> None:
+        """End the map at its next step, from any thread, as Ctrl-C would: its unfinished jobs are cancelled,
+        unless the run is detached (the awaiting task of an async map was cancelled)."""
+        with contextlib.suppress(InvalidStateError):
+            self._stopping.set_result(None)
 
     # -- resuming --------------------------------------------------------------------------------
     def _adopt(self) -> None:
@@ -304,7 +320,8 @@ class MapRun:
 
     # -- collecting ------------------------------------------------------------------------------
     def _collect(self) -> None:
-        finished, _ = wait_futures(list(self._running), timeout=0.5, return_when=FIRST_COMPLETED)
+        waited: list[Future[Any]] = [*self._running, self._stopping] if self._running else []  # stop() ends it
+        finished, _ = wait_futures(waited, timeout=0.5, return_when=FIRST_COMPLETED)
         self._refresh_bar()
         for future in [f for f in self._running if f in finished]:  # in launch order
             calls = self._running.pop(future)
@@ -407,6 +424,7 @@ class MapResults(Iterator[R]):
 
     def __init__(self, run: MapRun) -> None:
         self.run_id = run.run.run_id
+        self._map = run
         self._values = run.__iter__()
 
     def __iter__(self) -> MapResults[R]:
@@ -419,6 +437,10 @@ class MapResults(Iterator[R]):
     def close(self) -> None:
         """Stop the map: its unfinished jobs are cancelled."""
         self._values.close()
+
+    def stop(self) -> None:
+        """From another thread than the one iterating: end the map at its next step, as Ctrl-C would."""
+        self._map.stop()
 
     def __repr__(self) -> str:
         return f"<MapResults run_id={self.run_id!r}>"

@@ -286,7 +286,8 @@ def pinned_dependencies(scan: Scan, explicit: Iterable[str]) -> list[str]:
     return [*explicit, *sorted(pins, key=str.lower)]
 
 
-def check_function(fn: Callable[..., Any]) -> None:
+def check_function(fn: Callable[..., Any], allow_async: bool = True) -> None:
+    """A function that can run as a job; an `async def` one runs on an event loop there (see `_entry._Loop`)."""
     if not callable(fn):
         raise OptionsError(f"remote() needs a function, got {fn!r}")
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
@@ -294,8 +295,11 @@ def check_function(fn: Callable[..., Any]) -> None:
             f"{qualname(fn)} is a generator function: a remote function must return its "
             "result (return a list instead of yielding)"
         )
-    if inspect.iscoroutinefunction(fn):
-        raise OptionsError(f"{qualname(fn)} is async: remote functions must be plain (synchronous) functions")
+    if not allow_async and inspect.iscoroutinefunction(fn):
+        raise OptionsError(
+            f"{qualname(fn)} is async: a scheduled function must be a plain (synchronous) function; "
+            "call asyncio.run(...) inside one"
+        )
 
 
 def pack_function(fn: Callable[..., Any], scan: Scan) -> bytes:

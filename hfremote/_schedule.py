@@ -103,7 +103,7 @@ class ScheduledFunction(Generic[P, R]):
     def __init__(
         self, fn: Callable[P, R], schedule: str, options: Options, concurrency: bool | None, suspend: bool | None
     ) -> None:
-        check_function(fn)
+        check_function(fn, allow_async=False)  # its runs' results are typed as what fn returns
         self._fn, self.schedule, self._options = fn, schedule, options  # the setter checks the cron
         self.concurrency, self.suspended_on_deploy = concurrency, suspend
         qualname = getattr(fn, "__qualname__", None) or short_name(fn)

@@ -292,9 +292,30 @@ def test_methods_of_every_shape(remote_emulator: Emulator) -> None:
     assert Odd().star.local(1, 2) == 3  # self, 1, 2
     with pytest.raises(OptionsError, match="generator"):
         Odd().gen(1)
-    with pytest.raises(OptionsError, match="async"):
-        Odd().later(1)
     assert remote_emulator.jobs() == []
+    assert Odd().later(4) == 4  # an async method: awaited in the job
+
+
+@remote(timeout=60)
+class Session:
+    """An async setup opens what every input uses, on the job's one event loop."""
+
+    @setup
+    async def open(self) -> None:
+        import asyncio
+
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[int] = asyncio.Queue()
+
+    async def put(self, x: int) -> tuple[bool, int]:
+        import asyncio
+
+        await self.queue.put(x)
+        return asyncio.get_running_loop() is self.loop, self.queue.qsize()
+
+
+def test_async_methods_and_an_async_setup_share_the_jobs_loop(remote_emulator: Emulator) -> None:
+    assert list(Session().put.map(range(3), chunksize=3)) == [(True, 1), (True, 2), (True, 3)]
 
 
 def test_setup_methods_are_checked_when_the_class_is_made() -> None:

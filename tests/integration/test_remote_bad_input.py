@@ -6,7 +6,6 @@ emulator must end with no job, no run folder in the `{user}/hfremote` bucket, an
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,11 +34,6 @@ def uses_module_lock(x: int) -> int:
 
 def generator(x: int) -> Iterator[int]:
     yield x
-
-
-async def coroutine(x: int) -> int:
-    await asyncio.sleep(0)
-    return x
 
 
 def deco(**options: Any) -> Callable[[], RemoteFunction[..., Any]]:
@@ -84,7 +78,6 @@ CASES = [
     Case("timeout-negative-int", deco(timeout=-5), OptionsError, ("timeout",)),
     # -- the function and its arguments ----------------------------------------------------------------
     Case("generator", lambda: remote(generator), OptionsError, ("generator",)),
-    Case("async", lambda: remote(coroutine), OptionsError, ("async",)),
     Case(
         "unpicklable-argument",
         lambda: remote(one_arg),

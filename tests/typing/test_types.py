@@ -5,10 +5,11 @@ Nothing here runs a job: the checks sit in a function that is never called.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from hfremote import RemoteClass, RemoteFunction, RemoteFuture, RemoteInstance, remote
+from hfremote import AsyncMapResults, MapResults, RemoteClass, RemoteFunction, RemoteFuture, RemoteInstance, remote
 
 if TYPE_CHECKING:  # typing.assert_type is 3.11+, and the project supports 3.10
     from typing_extensions import assert_type
@@ -105,3 +106,58 @@ def _never_called_classes() -> None:
         del vector
     handle.embed.map(["a"], chunksize="many")  # type: ignore[arg-type]
     del method
+
+
+@remote(flavor="cpu-basic")
+async def fetch(url: str) -> bytes:
+    return url.encode()
+
+
+@remote
+async def bare_async(n: int) -> int:
+    return n
+
+
+class Crawler:
+    @remote(timeout="1h")
+    async def crawl(self, depth: int) -> list[str]:
+        return [str(depth)]
+
+
+async def _never_called_async() -> None:
+    # An `async def` function: calls as jobs give what its coroutine returns, `local` gives the coroutine.
+    exact: RemoteFunction[[str], bytes, Coroutine[Any, Any, bytes]] = fetch
+    as_plain: RemoteFunction[[str], bytes] = fetch  # type: ignore[assignment]
+    del exact, as_plain
+    assert_type(fetch("u"), bytes)
+    assert_type(bare_async(1), int)
+    assert_type(fetch.submit("u"), RemoteFuture[bytes])
+    assert_type(fetch.submit("u").result(), bytes)
+    assert_type(await fetch.local("u"), bytes)
+    plain: Callable[[str], Coroutine[Any, Any, bytes]] = fetch.function
+    del plain
+
+    # The asyncio faces, of async and plain functions alike
+    assert_type(await fetch.aio("u"), bytes)
+    assert_type(await bare.aio(1), str)
+    assert_type(await fetch.submit("u"), bytes)  # a RemoteFuture is awaitable
+    assert_type(await fetch.submit.aio("u"), RemoteFuture[bytes])
+    assert_type(fetch.map(["a"]), MapResults[bytes])
+    assert_type(fetch.map.aio(["a"], chunksize=2), AsyncMapResults[bytes])
+    async for item in fetch.map.aio(["a"]):
+        assert_type(item, bytes)
+    async for values in several.starmap.aio([(1, "b")]):
+        assert_type(values, list[str])
+    assert_type(await asyncio.gather(fetch.aio("a"), bare.aio(1)), tuple[bytes, str])
+    assert_type(await fetch.options(flavor="cpu-basic").aio("u"), bytes)
+    await fetch.aio(1)  # type: ignore[arg-type]
+    await fetch.submit.aio(1)  # type: ignore[arg-type]
+    fetch.map.aio(["a"], chunksize="2")  # type: ignore[arg-type]
+
+    # methods bind as plain ones do
+    crawler = Crawler()
+    assert_type(await crawler.crawl.aio(2), list[str])
+    assert_type(crawler.crawl(2), list[str])
+    async for pages in crawler.crawl.map.aio([1, 2]):
+        assert_type(pages, list[str])
+    await crawler.crawl.aio("2")  # type: ignore[arg-type]

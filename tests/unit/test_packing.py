@@ -203,7 +203,7 @@ def test_render_entry_without_dependencies_still_pins_cloudpickle() -> None:
 # -- checks before anything travels ------------------------------------------------------------------------
 
 
-def test_check_function_refuses_generators_and_coroutines() -> None:
+def test_check_function_refuses_generators() -> None:
     def gen() -> Iterator[int]:
         yield 1
 
@@ -213,11 +213,14 @@ def test_check_function_refuses_generators_and_coroutines() -> None:
     async def agen() -> Any:
         yield 1
 
-    for fn, word in ((gen, "generator"), (agen, "generator"), (coro, "async"), (42, "function")):
+    for fn, word in ((gen, "generator"), (agen, "generator"), (42, "function")):
         with pytest.raises(OptionsError, match=word):
             check_function(fn)  # type: ignore[arg-type]
     check_function(len)  # builtins are callables too
     check_function(lambda: 1)
+    check_function(coro)  # runs on an event loop in the job
+    with pytest.raises(OptionsError, match="async: a scheduled function must be a plain"):
+        check_function(coro, allow_async=False)
 
 
 _LOCK = threading.Lock()

@@ -12,6 +12,7 @@ import hfremote
 import hfremote.errors
 
 EXPECTED = [
+    "AsyncMapResults",
     "BackendError",
     "CostEstimate",
     "Deployment",

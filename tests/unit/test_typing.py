@@ -56,3 +56,33 @@ def test_wrong_use_fails_type_checking(tmp_path: Path, cache_dir: Path, call: st
     assert done.returncode == 1, done.stdout + done.stderr
     assert "wrong.py:9: error:" in done.stdout
     assert message in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("use", "message"),
+    [
+        ("n: int = await f.aio(1)", 'Incompatible types in assignment (expression has type "str"'),
+        ('await f.aio("wrong")', 'incompatible type "str"; expected "int"'),
+        ("n: int = f(1)", 'Incompatible types in assignment (expression has type "str"'),
+        ("s: str = f.local(1)", 'expression has type "Coroutine[Any, Any, str]"'),
+        ("n: int = await f.submit.aio(1)", 'expression has type "RemoteFuture[str]"'),
+        ("async for n in f.map.aio([1]):\n        m: int = n", 'expression has type "str"'),
+    ],
+    ids=["aio-result", "aio-arg", "call-result", "local-is-the-coroutine", "submit-aio-result", "map-aio-item"],
+)
+def test_wrong_use_of_an_async_function_fails_type_checking(
+    tmp_path: Path, cache_dir: Path, use: str, message: str
+) -> None:
+    source = tmp_path / "wrong_async.py"
+    source.write_text(
+        "from hfremote import remote\n\n\n"
+        '@remote(flavor="cpu-basic")\n'
+        "async def f(x: int) -> str:\n"
+        "    return str(x)\n\n\n"
+        "async def main() -> None:\n"
+        f"    {use}\n"
+    )
+    done = mypy(source, cache_dir)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "wrong_async.py:1" in done.stdout
+    assert message in done.stdout, done.stdout
