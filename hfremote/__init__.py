@@ -22,6 +22,7 @@ from . import _signals
 
 if TYPE_CHECKING:
     from ._config import configure
+    from ._executor import Executor
     from ._function import RemoteFunction, remote
     from ._future import RemoteError, RemoteFuture, as_completed, gather, wait
     from ._map import CostEstimate, MapResults
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 # huggingface_hub and the engine (about 0.7 s) before they need them.
 _WHERE = {
     "configure": "_config",
+    "Executor": "_executor",
     "RemoteFunction": "_function",
     "remote": "_function",
     "RemoteError": "_future",
@@ -86,6 +88,7 @@ __all__ = [
     "BackendError",
     "CostEstimate",
     "Deployment",
+    "Executor",
     "HFRemoteError",
     "JobFailedError",
     "MapResults",

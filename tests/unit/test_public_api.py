@@ -15,6 +15,7 @@ EXPECTED = [
     "BackendError",
     "CostEstimate",
     "Deployment",
+    "Executor",
     "HFRemoteError",
     "JobFailedError",
     "MapResults",
