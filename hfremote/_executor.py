@@ -139,7 +139,10 @@ class _Pending(RemoteFuture[Any]):
             created = self._created
             self._cancel_asked = self._cancel_asked or not created
         if not created:
-            return Future.cancel(self)  # (outside the lock: it runs the done callbacks)
+            if not Future.cancel(self):  # (outside the lock: it runs the done callbacks)
+                return False
+            self._notify_cancelled()
+            return True
         return super().cancel()
 
     # -- the launcher ----------------------------------------------------------------------------
