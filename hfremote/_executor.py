@@ -98,9 +98,15 @@ class _Pending(RemoteFuture[Any]):
         )
         placeholder.url = ""
         super().__init__(
-            run.hub, run.namespace, placeholder, run.run_id, chunk_name(first, len(inputs)), run.name,
-            None if chunk else first, run.layout,
-        )  # fmt: skip
+            run.hub,
+            run.namespace,
+            placeholder,
+            run.run_id,
+            chunk_name(first, len(inputs)),
+            name=run.name,
+            index=None if chunk else first,
+            layout=run.layout,
+        )
         self.indexes = [index for index, _ in inputs] if chunk else None
         self.code_files = run.code_files
         self._ex_lock = lock  # the executor's: guards _created, _cancel_asked, _launched
