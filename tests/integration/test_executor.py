@@ -6,6 +6,7 @@ CPython's own executor tests run against it too: scripts/cpython_executor_tests.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import time
 from pathlib import Path
@@ -39,6 +40,11 @@ def wait_for(gate: str, value: Any = None) -> Any:
 def touch(path: str) -> str:
     Path(path).touch()
     return path
+
+
+def slow_square(x: int) -> int:
+    time.sleep(1.5)  # several of its lease's checks (every ttl / 8)
+    return x * x
 
 
 def die() -> None:
@@ -233,3 +239,22 @@ def test_a_job_that_dies_fails_its_future(remote_emulator: Emulator) -> None:
         with pytest.raises(hfremote.JobFailedError) as raised:
             future.result(timeout=120)
     assert raised.value.stage == "ERROR"
+
+
+def test_a_run_reused_after_a_pause_longer_than_its_lease(remote_emulator: Emulator) -> None:
+    hfremote.configure(lease_seconds=4)
+    with hfremote.Executor() as ex:
+        first = ex.submit(slow_square, 2)
+        assert first.result(timeout=120) == 4
+        ended = time.time()
+
+        def renewed_after_a_whole_ttl() -> bool:
+            data = first._hub.download(f"{first.namespace}/hfremote", first.layout.lease)
+            return data is not None and json.loads(data)["renewed"] > ended + 4
+
+        poll(renewed_after_a_whole_ttl, what="the lease renewed while no call of the run was unfinished")
+        later = ex.submit(slow_square, 3)
+        # A job that starts with a stale lease ends itself at its first look: the run's lease is kept
+        # fresh for as long as the executor may give the run calls.
+        assert later.result(timeout=120) == 9
+        assert later.run_id == first.run_id
