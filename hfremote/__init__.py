@@ -9,6 +9,9 @@
     future = train.submit(3e-4) # RemoteFuture at once
     for out in train.map([1e-4, 3e-4, 1e-3]): ...   # one job per input, results in order
 
+    with hfremote.Executor(flavor="cpu-upgrade") as ex:   # a concurrent.futures.Executor
+        futures = [ex.submit(score, item) for item in items]   # RemoteFutures
+
 Without a Hugging Face token, jobs run on an embedded offline emulator of the platform.
 """
 

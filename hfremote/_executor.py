@@ -120,6 +120,7 @@ class _Pending(RemoteFuture[Any]):
     # -- before the job exists -----------------------------------------------------------------
     @property
     def stage(self) -> str:
+        """QUEUED while the call waits in the executor for a slot; then its job's stage."""
         if not self._created:
             return QUEUED if not self.done() else "CANCELED" if self.cancelled() else "ERROR"
         return super().stage
