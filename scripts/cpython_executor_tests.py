@@ -102,7 +102,10 @@ def _run(command: list[str], cwd: Path) -> None:
 
 def _unpack(package: str, folder: Path, members: list[str], into: Path) -> str:
     """apt-get download `package` into `folder`, copy `members` (paths inside it) under `into`; its version."""
-    _run(["apt-get", "download", "-q", package], folder)
+    try:
+        _run(["apt-get", "download", "-q", package], folder)
+    except subprocess.CalledProcessError as e:
+        raise SystemExit(f"could not fetch {package} with `apt-get download` ({e}); try `apt-get update` first") from e
     (deb,) = glob.glob(str(folder / f"{package}_*.deb"))
     tree = folder / f"{package}-tree"
     _run(["dpkg-deb", "-x", deb, str(tree)], folder)
