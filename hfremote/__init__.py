@@ -10,6 +10,9 @@
     for out in train.map([1e-4, 3e-4, 1e-3]): ...   # one job per input, results in order
     await train.aio(3e-4)       # in a coroutine; also train.submit.aio, async for out in train.map.aio(...)
 
+    with hfremote.Executor(flavor="cpu-upgrade") as ex:   # a concurrent.futures.Executor
+        futures = [ex.submit(score, item) for item in items]   # RemoteFutures
+
 Without a Hugging Face token, jobs run on an embedded offline emulator of the platform.
 """
 
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
     from ._aio import AsyncMapResults
     from ._cls import RemoteClass, RemoteInstance, setup
     from ._config import configure
+    from ._executor import Executor
     from ._function import RemoteFunction, remote
     from ._future import RemoteError, RemoteFuture, as_completed, gather, wait
     from ._map import CostEstimate, MapResults
@@ -40,6 +44,7 @@ _WHERE = {
     "setup": "_cls",
     "AsyncMapResults": "_aio",
     "configure": "_config",
+    "Executor": "_executor",
     "RemoteFunction": "_function",
     "remote": "_function",
     "RemoteError": "_future",
@@ -94,6 +99,7 @@ __all__ = [
     "BackendError",
     "CostEstimate",
     "Deployment",
+    "Executor",
     "HFRemoteError",
     "JobFailedError",
     "MapResults",

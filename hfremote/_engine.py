@@ -104,6 +104,9 @@ class _Workers:
                 future.set_result(fn(*args))
             except BaseException as e:  # kept in the future: a worker never dies of a task
                 future.set_exception(e)
+            # An idle worker must not keep its last task alive (`fn` may be a RemoteFuture's bound method,
+            # and the future holds its result) until the next task comes.
+            del future, fn, args
 
 
 @dataclass(eq=False)

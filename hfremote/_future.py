@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future
+from concurrent.futures._base import CANCELLED, PENDING
 from typing import Any, Generic, TypeVar
 
 import cloudpickle
@@ -171,6 +172,7 @@ class RemoteFuture(Future[R], Generic[R]):
         """Cancel the job (unless it has finished already): returns at once, the request is queued."""
         if not super().cancel():
             return False
+        self._notify_cancelled()
         engine().forget(self)
         engine().cancel_job(self._hub, self.namespace, self.job_id)
         return True
@@ -213,8 +215,20 @@ class RemoteFuture(Future[R], Generic[R]):
         return f"<RemoteFuture {self.name} job={self.job_id} stage={self._info.status.stage} state={self._state}>"
 
     # -- completion (engine only) ----------------------------------------------------------------
+    def _notify_cancelled(self) -> None:
+        """Tell the waiters (`wait`, `as_completed`) that it is cancelled: for a plain Future an executor's
+        worker does so when it meets the cancelled call, and no worker will meet this one."""
+        with self._condition:
+            if self._state == CANCELLED:
+                self.set_running_or_notify_cancel()
+
+    def _claim(self) -> bool:
+        """Whether the caller may complete it now (once): False if it was cancelled or completed."""
+        with self._condition:  # (re-entrant)
+            return self._state in (PENDING, CANCELLED) and self.set_running_or_notify_cancel()
+
     def _fail(self, error: BaseException) -> None:
-        if self.set_running_or_notify_cancel():
+        if self._claim():
             self.set_exception(error)
 
     def _finish(self, info: JobInfo) -> None:
@@ -226,7 +240,7 @@ class RemoteFuture(Future[R], Generic[R]):
             outcome: tuple[bool, Any] = (False, error)
         else:
             outcome = self._outcome(info, data)
-        if not self.set_running_or_notify_cancel():
+        if not self._claim():
             return  # cancelled meanwhile
         ok, value = outcome
         if ok:

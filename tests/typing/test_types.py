@@ -161,3 +161,23 @@ async def _never_called_async() -> None:
     async for pages in crawler.crawl.map.aio([1, 2]):
         assert_type(pages, list[str])
     await crawler.crawl.aio("2")  # type: ignore[arg-type]
+
+
+def _plain(x: int, y: str = "") -> float:
+    return float(x)
+
+
+def _never_called_executor() -> None:
+    # hfremote.Executor's futures are RemoteFutures of the function's result; map yields the results.
+    from collections.abc import Iterator
+
+    from hfremote import Executor
+
+    with Executor(flavor="cpu-basic", max_workers=4) as ex:
+        assert_type(ex.submit(_plain, 1), RemoteFuture[float])
+        assert_type(ex.submit(_plain, 1, y="a").result(), float)
+        assert_type(ex.submit(bare, 1), RemoteFuture[str])
+        assert_type(ex.map(_plain, [1, 2], chunksize=2), Iterator[float])
+        ex.submit(_plain, "1")  # type: ignore[arg-type]
+        ex.submit(_plain, 1, z=2)  # type: ignore[call-arg]
+    ex.shutdown(wait=False, cancel_futures=True)

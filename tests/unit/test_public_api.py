@@ -16,6 +16,7 @@ EXPECTED = [
     "BackendError",
     "CostEstimate",
     "Deployment",
+    "Executor",
     "HFRemoteError",
     "JobFailedError",
     "MapResults",
