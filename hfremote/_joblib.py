@@ -180,8 +180,7 @@ class _Call:
             call = self.run.packer.pack((batch,), {})  # a batch that cannot travel fails as that batch
             job = launch_one(self.run, call, index)
         except BaseException as e:  # whatever happens, the batch's future ends (joblib waits on it)
-            self._finished(None)
-            self._completer.submit(_settle, future, None, e, self._progress, len(batch))
+            self._ended(future, None, e, len(batch))
             return
         with self._lock:
             self._jobs.add(job)
@@ -192,13 +191,18 @@ class _Call:
         job.add_done_callback(lambda done: self._job_done(done, future, len(batch)))
 
     def _job_done(self, job: Future[Any], future: Future[Any], size: int) -> None:
-        # On the engine's thread: hand the outcome over, never run joblib's callback (and the caller's
-        # task generator behind it) here.
-        self._finished(job)
-        with contextlib.suppress(RuntimeError):  # the call has been closed: nobody waits for it any more
-            self._completer.submit(_settle, future, job, None, self._progress, size)
+        error = concurrent.futures.CancelledError() if job.cancelled() else job.exception()
+        self._ended(future, job, error, size)
 
-    def _finished(self, job: Future[Any] | None) -> None:
+    def _ended(self, future: Future[Any], job: Future[Any] | None, error: BaseException | None, size: int) -> None:
+        """A batch has its outcome (on an engine or launcher thread): joblib's callback, and the caller's task
+        generator behind it, run on the completer thread, never here."""
+        with contextlib.suppress(RuntimeError):  # the call has been closed: nobody waits for it any more
+            self._completer.submit(_settle, future, job, error, self._progress, size)
+        if error is not None and not isinstance(error, concurrent.futures.CancelledError):
+            # joblib ends the call at its first failed batch: the other jobs are cancelled now, and no
+            # queued batch is launched meanwhile (even if the caller is slow to read a generator's output)
+            self.abort()
         with self._lock:
             self._active -= 1
             if job is not None:
@@ -234,11 +238,7 @@ def _settle(
     future: Future[Any], job: Future[Any] | None, error: BaseException | None, progress: _Progress, size: int
 ) -> None:
     """Complete a batch's future from its job's (joblib's callback runs now, on this thread)."""
-    if job is not None and job.cancelled():
-        error = concurrent.futures.CancelledError()
-    elif job is not None:
-        error = job.exception()
-    progress.done(size, error is not None, job)
+    progress.done(size, error, job)
     with contextlib.suppress(concurrent.futures.InvalidStateError):
         if isinstance(error, concurrent.futures.CancelledError):
             future.cancel()
@@ -256,7 +256,7 @@ class _Progress:
     def __init__(self, run: Run, tasks: int | None) -> None:
         self.run = run
         self._lock = threading.Lock()
-        self._done = self._failed = self._running = 0
+        self._done = self._failed = self._cancelled = self._running = 0
         self._jobs = 0
         self._cost = 0.0
         self._started = time.monotonic()
@@ -272,13 +272,17 @@ class _Progress:
             self._running += 1
             self._refresh()
 
-    def done(self, size: int, failed: bool, job: Future[Any] | None) -> None:
+    def done(self, size: int, error: BaseException | None, job: Future[Any] | None) -> None:
         cost = job.cost if isinstance(job, RemoteFuture) else None  # (the price list is cached: no request)
         with self._lock:
             self._cost += cost or 0.0
             self._running -= 1 if job is not None else 0
-            self._done += size
-            self._failed += size if failed else 0
+            if error is None:
+                self._done += size
+            elif isinstance(error, concurrent.futures.CancelledError):
+                self._cancelled += size
+            else:
+                self._failed += size
             self._refresh()
 
     def _refresh(self) -> None:
@@ -297,10 +301,11 @@ class _Progress:
                 self._bar.close()
                 return
             took = time.monotonic() - self._started
-            ended = ", the rest cancelled" if cancelled else ""
+            failed = f", {self._failed} failed" if self._failed else ""
+            ended = ", the rest cancelled" if cancelled or self._cancelled else ""
             print(
-                f"hfremote: joblib run {self.run.run_id}: {self._done} tasks done in {self._jobs} jobs "
-                f"({self._failed} failed{ended}) in {took:.0f}s, cost {format_cost(self._cost)}",
+                f"hfremote: joblib run {self.run.run_id}: {self._done} tasks done{failed}{ended}; {self._jobs} "
+                f"jobs, {took:.0f}s, cost {format_cost(self._cost)}",
                 file=sys.stderr,
             )
 
