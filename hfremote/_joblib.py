@@ -28,16 +28,20 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from joblib import parallel as _parallel
-from joblib._parallel_backends import LokyBackend, ParallelBackendBase
+try:
+    from joblib import parallel as _parallel
+    from joblib._parallel_backends import LokyBackend, ParallelBackendBase
+except ImportError as e:  # pragma: no cover (joblib is in the dev group)
+    raise ImportError(f"hfremote.joblib needs joblib: pip install 'hfremote[joblib]' ({e})") from e
 
+from ._calls import PackedCall
 from ._config import current_hub
 from ._console import format_cost, progress_bar, progress_default
 from ._function import launch_one, new_run
 from ._future import RemoteFuture
 from ._options import Options, build
 from ._run import Run
-from .errors import OptionsError
+from .errors import OptionsError, PicklingError
 
 NAME = "hfremote"
 DEFAULT_JOBS = 16  # jobs at once for n_jobs=-1 (and when no n_jobs is given): map's max_parallel default
@@ -177,7 +181,7 @@ class _Call:
         try:
             if self._aborted:
                 raise concurrent.futures.CancelledError()
-            call = self.run.packer.pack((batch,), {})  # a batch that cannot travel fails as that batch
+            call = _pack(self.run, batch)
             job = launch_one(self.run, call, index)
         except BaseException as e:  # whatever happens, the batch's future ends (joblib waits on it)
             self._ended(future, None, e, len(batch))
@@ -232,6 +236,15 @@ class _Call:
         self._launchers.shutdown(wait=True)  # a launch under way ends, and cancels its job (see _launch)
         self._completer.shutdown(wait=False)
         self._progress.close(cancelled=unfinished)
+
+
+def _pack(run: Run, batch: Any) -> PackedCall:
+    """The batch as the trampoline's one argument; one that cannot travel fails as that batch."""
+    try:
+        return run.packer.pack((batch,), {})
+    except PicklingError as e:  # said of the batch's tasks, not of the trampoline's argument
+        reason = str(e).split("(): ", 1)[1] if str(e).startswith("argument 'batch' of") else str(e)
+        raise PicklingError(f"a task of this joblib call cannot travel to its job: {reason}") from e.__cause__
 
 
 def _settle(

@@ -20,7 +20,7 @@ from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.svm import SVC
 
 import hfremote.joblib
-from hfremote import OptionsError, RemoteTraceback
+from hfremote import OptionsError, PicklingError, RemoteTraceback
 from hfremote._engine import ACTIVE
 from hfremote._run import RUN_LABEL
 from hfremote.emulator import Emulator
@@ -45,16 +45,16 @@ def settled(emulator: Emulator) -> list[dict[str, Any]]:
 def test_grid_search_gives_what_the_default_backend_gives(remote_emulator: Emulator) -> None:
     X, y = load_iris(return_X_y=True)
     grid = {"C": [0.1, 10.0], "kernel": ["linear", "rbf"]}
-    here = GridSearchCV(SVC(), grid, cv=3).fit(X, y)  # the default backend, n_jobs=None: in this process
+    here = GridSearchCV(SVC(), grid, cv=2).fit(X, y)  # the default backend, n_jobs=None: in this process
     with joblib.parallel_config(backend="hfremote", n_jobs=4):
-        remote = GridSearchCV(SVC(), grid, cv=3).fit(X, y)
+        remote = GridSearchCV(SVC(), grid, cv=2).fit(X, y)
     assert remote.best_params_ == here.best_params_
     assert remote.best_score_ == here.best_score_
     np.testing.assert_array_equal(remote.cv_results_["mean_test_score"], here.cv_results_["mean_test_score"])
     np.testing.assert_array_equal(remote.predict(X), here.predict(X))
     jobs = settled(remote_emulator)
-    # 4 candidates x 3 folds, one batch (a job) each, all of one run
-    assert len(jobs) == 12
+    # 4 candidates x 2 folds, one batch (a job) each, all of one run
+    assert len(jobs) == 8
     assert len({job["labels"][RUN_LABEL] for job in jobs}) == 1
     assert {job["status"]["stage"] for job in jobs} == {"COMPLETED"}
 
@@ -117,6 +117,14 @@ def test_bad_options_are_refused_before_any_job(remote_emulator: Emulator) -> No
         joblib.parallel_config(backend="hfremote", timeout="soon")
     with pytest.raises(OptionsError, match="detach"):
         joblib.parallel_config(backend="hfremote", detach=True)
+    # an argument that cannot travel fails its batch (as PicklingError, naming it), before its job exists
+    with (
+        joblib.parallel_config(backend="hfremote", n_jobs=2),
+        pytest.raises(PicklingError) as caught,
+        open(__file__) as f,
+    ):
+        joblib.Parallel()(joblib.delayed(len)(f) for _ in range(2))
+    assert str(caught.value).startswith("a task of this joblib call cannot travel to its job: an open file")
     assert remote_emulator.jobs() == []
 
 
