@@ -199,20 +199,30 @@ class _Call:
         self._ended(future, job, error, size)
 
     def _ended(self, future: Future[Any], job: Future[Any] | None, error: BaseException | None, size: int) -> None:
-        """A batch has its outcome (on an engine or launcher thread): joblib's callback, and the caller's task
-        generator behind it, run on the completer thread, never here."""
-        with contextlib.suppress(RuntimeError):  # the call has been closed: nobody waits for it any more
-            self._completer.submit(_settle, future, job, error, self._progress, size)
-        if error is not None and not isinstance(error, concurrent.futures.CancelledError):
-            # joblib ends the call at its first failed batch: the other jobs are cancelled now, and no
-            # queued batch is launched meanwhile (even if the caller is slow to read a generator's output)
-            self.abort()
+        """A batch has its outcome (on an engine or launcher thread)."""
+        failed = error is not None and not isinstance(error, concurrent.futures.CancelledError)
         with self._lock:
             self._active -= 1
             if job is not None:
                 self._jobs.discard(job)
+            # joblib ends the call at its first failed batch: no queued batch is launched from now on, and
+            # the other jobs are cancelled now (even if the caller is slow to read a generator's output)
+            self._aborted = self._aborted or failed
+        self._hand_over(future, job, error, size)
+        if failed:
+            self.abort()
+        with self._lock:
             if not self._closed:
                 self._pump()
+
+    def _hand_over(self, future: Future[Any], job: Future[Any] | None, error: BaseException | None, size: int) -> None:
+        """Complete a batch's future on the completer thread, in the order the outcomes came: joblib's callback
+        (and the caller's task generator behind it) never runs on the engine's threads, and a failure reaches
+        joblib before the cancellations it causes (else joblib would raise CancelledError, not the failure)."""
+        try:
+            self._completer.submit(_settle, future, job, error, self._progress, size)
+        except RuntimeError:  # the call has been closed: nobody waits for its batches any more
+            future.cancel()
 
     def abort(self) -> None:
         """Drop the queued batches and cancel every job of the call (nothing is left running, or billing)."""
@@ -220,8 +230,8 @@ class _Call:
             self._aborted = True
             pending, self._pending = list(self._pending), collections.deque()
             jobs = list(self._jobs)
-        for _, future in pending:
-            future.cancel()
+        for batch, future in pending:
+            self._hand_over(future, None, concurrent.futures.CancelledError(), len(batch))
         for job in jobs:
             job.cancel()
 
