@@ -3,6 +3,7 @@ a failing batch raises its own exception and cancels the other jobs, bad options
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
 import subprocess
 import sys
@@ -106,6 +107,13 @@ def test_an_error_in_a_batch_is_raised_as_itself_and_cancels_the_other_jobs(remo
     assert len(jobs) <= 3
     stages = sorted(job["status"]["stage"] for job in jobs)
     assert stages[0] == "CANCELED" and stages.count("ERROR") + stages.count("COMPLETED") == 1, stages
+
+
+def test_a_parallel_timeout_cancels_the_jobs(remote_emulator: Emulator) -> None:
+    # joblib raises multiprocessing's TimeoutError, whatever the backend
+    with joblib.parallel_config(backend="hfremote", n_jobs=2), pytest.raises(multiprocessing.TimeoutError):
+        joblib.Parallel(timeout=1)(joblib.delayed(time.sleep)(300) for _ in range(3))
+    assert [job["status"]["stage"] for job in settled(remote_emulator)] == ["CANCELED"] * 2
 
 
 def test_bad_options_are_refused_before_any_job(remote_emulator: Emulator) -> None:
