@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from joblib import parallel as _parallel
@@ -34,14 +34,14 @@ try:
 except ImportError as e:  # pragma: no cover (joblib is in the dev group)
     raise ImportError(f"hfremote.joblib needs joblib: pip install 'hfremote[joblib]' ({e})") from e
 
-from ._calls import PackedCall
-from ._config import current_hub
 from ._console import format_cost, progress_bar, progress_default
-from ._function import launch_one, new_run
-from ._future import RemoteFuture
 from ._options import Options, build
-from ._run import Run
 from .errors import OptionsError, PicklingError
+
+if TYPE_CHECKING:
+    from ._calls import PackedCall
+    from ._future import RemoteFuture
+    from ._run import Run
 
 NAME = "hfremote"
 DEFAULT_JOBS = 16  # jobs at once for n_jobs=-1 (and when no n_jobs is given): map's max_parallel default
@@ -82,6 +82,9 @@ class HFRemoteBackend(ParallelBackendBase):  # type: ignore[misc]
                 "detach=True does not apply to the joblib backend: a Parallel call waits for its results, and its "
                 "jobs are cancelled when it fails or is interrupted"
             )
+        # The client (huggingface_hub, the engine) is imported when a backend is made, not with hfremote.joblib.
+        from ._config import current_hub
+
         current_hub().check_flavor(self.options.flavor)  # a wrong flavor is refused here, before any call
         self._call: _Call | None = None
         self._n_jobs = DEFAULT_JOBS
@@ -103,6 +106,8 @@ class HFRemoteBackend(ParallelBackendBase):  # type: ignore[misc]
 
     def start_call(self) -> None:
         """One run for the whole Parallel call (its function checked and packed once, now, in the caller)."""
+        from ._function import new_run
+
         self._end_call()
         run = new_run(call_batch, self.options)
         self._call = _Call(run, self._n_jobs, getattr(self.parallel, "n_tasks", None))
@@ -178,6 +183,8 @@ class _Call:
             self._launchers.submit(self._launch, batch, future, index)
 
     def _launch(self, batch: Any, future: Future[Any], index: int) -> None:
+        from ._function import launch_one
+
         try:
             if self._aborted:
                 raise concurrent.futures.CancelledError()
@@ -296,7 +303,7 @@ class _Progress:
             self._refresh()
 
     def done(self, size: int, error: BaseException | None, job: Future[Any] | None) -> None:
-        cost = job.cost if isinstance(job, RemoteFuture) else None  # (the price list is cached: no request)
+        cost = getattr(job, "cost", None)  # a RemoteFuture's (the price list is cached: no request)
         with self._lock:
             self._cost += cost or 0.0
             self._running -= 1 if job is not None else 0
