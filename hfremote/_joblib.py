@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import re
 import sys
 import threading
 import time
@@ -36,7 +37,7 @@ except ImportError as e:  # pragma: no cover (joblib is in the dev group)
 
 from ._console import format_cost, progress_bar, progress_default
 from ._options import Options, build
-from .errors import OptionsError, PicklingError
+from .errors import OptionsError, PicklingError, RemoteTraceback
 
 if TYPE_CHECKING:
     from ._calls import PackedCall
@@ -189,6 +190,7 @@ class _Call:
             if self._aborted:
                 raise concurrent.futures.CancelledError()
             call = _pack(self.run, batch)
+            self.run.code_files.update(_code_files(self.run, batch))  # shared by the run's futures
             job = launch_one(self.run, call, index)
         except BaseException as e:  # whatever happens, the batch's future ends (joblib waits on it)
             self._ended(future, None, e, len(batch))
@@ -252,7 +254,7 @@ class _Call:
             self._closed = True
         self._launchers.shutdown(wait=True)  # a launch under way ends, and cancels its job (see _launch)
         self._completer.shutdown(wait=False)
-        self._progress.close(cancelled=unfinished)
+        self._progress.close(cancelled=unfinished or self._aborted)
 
 
 def _pack(run: Run, batch: Any) -> PackedCall:
@@ -264,6 +266,32 @@ def _pack(run: Run, batch: Any) -> PackedCall:
         raise PicklingError(f"a task of this joblib call cannot travel to its job: {reason}") from e.__cause__
 
 
+def _code_files(run: Run, batch: Any) -> dict[str, str]:
+    """The files of the caller's functions a batch runs (its tasks travel by value when they are the caller's
+    own): their frames in a remote traceback then point at those files, as for a call."""
+    from ._packing import Scan
+
+    try:
+        return Scan(batch, run.options.ship, run.options.pin).code_files
+    except Exception:  # a courtesy to the traceback: never in the way of the batch
+        return {}
+
+
+# The frames a failed task's remote traceback starts with that are the trampoline's and joblib's, not the task's.
+_BATCH_FRAMES = re.compile(
+    r'^( *)File "[^"\n]*", line \d+, in call_batch\n(?:\1 .*\n)*'
+    r'|^( *)File "[^"\n]*joblib[/\\]parallel\.py", line \d+, in (?:__call__|<listcomp>)\n(?:\2 .*\n)*',
+    re.MULTILINE,
+)
+
+
+def _without_batch_frames(error: BaseException) -> BaseException:
+    cause = error.__cause__
+    if isinstance(cause, RemoteTraceback):
+        error.__cause__ = RemoteTraceback(_BATCH_FRAMES.sub("", cause.text))
+    return error
+
+
 def _settle(
     future: Future[Any], job: Future[Any] | None, error: BaseException | None, progress: _Progress, size: int
 ) -> None:
@@ -273,7 +301,7 @@ def _settle(
         if isinstance(error, concurrent.futures.CancelledError):
             future.cancel()
         elif error is not None:
-            future.set_exception(error)
+            future.set_exception(_without_batch_frames(error))
         else:
             assert job is not None
             future.set_result(job.result())

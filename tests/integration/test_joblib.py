@@ -101,7 +101,10 @@ def test_an_error_in_a_batch_is_raised_as_itself_and_cancels_the_other_jobs(remo
         joblib.Parallel()(joblib.delayed(fail_or_wait)(i) for i in range(8))
     assert caught.value.task == 0
     assert isinstance(caught.value.__cause__, RemoteTraceback)
-    assert "fail_or_wait" in str(caught.value.__cause__)
+    # the remote traceback starts at the task, in this file, as a local one would (not in hfremote or joblib)
+    remote = caught.value.__cause__.text
+    assert remote.startswith(f'Traceback (most recent call last):\n  File "{__file__}", line '), remote
+    assert "in fail_or_wait" in remote and "call_batch" not in remote and "parallel.py" not in remote, remote
     jobs = settled(remote_emulator)
     # at most n_jobs jobs were ever created (the other batches waited for a free one, then were dropped)
     assert len(jobs) <= 3
