@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import logging
 import re
 import sys
 import threading
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from ._future import RemoteFuture
     from ._run import Run
 
+log = logging.getLogger("hfremote")
 NAME = "hfremote"
 DEFAULT_JOBS = 16  # jobs at once for n_jobs=-1 (and when no n_jobs is given): map's max_parallel default
 _LAUNCHERS = 4  # threads that pack batches and create their jobs (requests, not computation)
@@ -296,8 +298,7 @@ def _settle(
     future: Future[Any], job: Future[Any] | None, error: BaseException | None, progress: _Progress, size: int
 ) -> None:
     """Complete a batch's future from its job's (joblib's callback runs now, on this thread)."""
-    progress.done(size, error, job)
-    with contextlib.suppress(concurrent.futures.InvalidStateError):
+    try:
         if isinstance(error, concurrent.futures.CancelledError):
             future.cancel()
         elif error is not None:
@@ -305,6 +306,15 @@ def _settle(
         else:
             assert job is not None
             future.set_result(job.result())
+    except concurrent.futures.InvalidStateError:
+        pass
+    except BaseException as e:  # joblib waits on this future: it must end, whatever went wrong here
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            future.set_exception(e)
+    try:
+        progress.done(size, error, job)
+    except Exception as e:  # the progress line is a courtesy
+        log.debug("hfremote: joblib progress: %s", e)
 
 
 class _Progress:
@@ -331,7 +341,8 @@ class _Progress:
             self._refresh()
 
     def done(self, size: int, error: BaseException | None, job: Future[Any] | None) -> None:
-        cost = getattr(job, "cost", None)  # a RemoteFuture's (the price list is cached: no request)
+        # a finished job's cost needs no request (the price list is cached); a cancelled one's would
+        cost = getattr(job, "cost", None) if job is not None and not job.cancelled() else None
         with self._lock:
             self._cost += cost or 0.0
             self._running -= 1 if job is not None else 0

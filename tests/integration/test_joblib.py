@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
 import pytest
-from helpers import Lines, poll, subprocess_env
+from helpers import Lines, hfremote_on, poll, subprocess_env
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_validate
@@ -27,6 +28,14 @@ from hfremote._run import RUN_LABEL
 from hfremote.emulator import Emulator
 
 DEADLINE = 120.0  # generous: a bound for polls, never a timed assertion
+
+
+@pytest.fixture
+def wide(tmp_path: Path) -> Iterator[Emulator]:
+    """An emulator that runs up to 6 jobs at once (the default one runs as many as there are CPUs): the
+    call's jobs are created in no set order, and a task that waits must not hold up the one that fails."""
+    with Emulator(tmp_path / "wide-emulator", token="hf_test_token_1234567890", max_running=6) as emu, hfremote_on(emu):
+        yield emu
 
 
 def joblib_jobs(emulator: Emulator) -> list[dict[str, Any]]:
@@ -93,7 +102,7 @@ class MyJoblibError(ValueError):
         self.task = task
 
 
-def test_an_error_in_a_batch_is_raised_as_itself_and_cancels_the_other_jobs(remote_emulator: Emulator) -> None:
+def test_an_error_in_a_batch_is_raised_as_itself_and_cancels_the_other_jobs(wide: Emulator) -> None:
     with (
         joblib.parallel_config(backend="hfremote", n_jobs=3, timeout="10m"),
         pytest.raises(MyJoblibError, match="task 0 failed") as caught,
@@ -105,7 +114,7 @@ def test_an_error_in_a_batch_is_raised_as_itself_and_cancels_the_other_jobs(remo
     remote = caught.value.__cause__.text
     assert remote.startswith(f'Traceback (most recent call last):\n  File "{__file__}", line '), remote
     assert "in fail_or_wait" in remote and "call_batch" not in remote and "parallel.py" not in remote, remote
-    jobs = settled(remote_emulator)
+    jobs = settled(wide)
     # at most n_jobs jobs were ever created (the other batches waited for a free one, then were dropped)
     assert len(jobs) <= 3
     stages = sorted(job["status"]["stage"] for job in jobs)
