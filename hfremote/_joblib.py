@@ -169,8 +169,11 @@ class _Call:
     def submit(self, batch: Any) -> Future[Any]:
         future: Future[Any] = Future()
         with self._lock:
-            if self._aborted or self._closed:
-                future.cancel()
+            if self._closed:
+                future.cancel()  # (joblib has not added its callback yet: it runs in joblib's thread)
+                return future
+            if self._aborted:  # joblib may not know yet: its failure is on its way, to arrive first
+                self._hand_over(future, None, concurrent.futures.CancelledError(), len(batch))
                 return future
             self._pending.append((batch, future))
             self._pump()
@@ -217,9 +220,10 @@ class _Call:
             if job is not None:
                 self._jobs.discard(job)
             # joblib ends the call at its first failed batch: no queued batch is launched from now on, and
-            # the other jobs are cancelled now (even if the caller is slow to read a generator's output)
+            # the other jobs are cancelled now (even if the caller is slow to read a generator's output).
+            # The failure is handed over before anything can see `_aborted`: under the lock.
             self._aborted = self._aborted or failed
-        self._hand_over(future, job, error, size)
+            self._hand_over(future, job, error, size)
         if failed:
             self.abort()
         with self._lock:
@@ -227,22 +231,21 @@ class _Call:
                 self._pump()
 
     def _hand_over(self, future: Future[Any], job: Future[Any] | None, error: BaseException | None, size: int) -> None:
-        """Complete a batch's future on the completer thread, in the order the outcomes came: joblib's callback
-        (and the caller's task generator behind it) never runs on the engine's threads, and a failure reaches
-        joblib before the cancellations it causes (else joblib would raise CancelledError, not the failure)."""
-        try:
+        """Complete a batch's future on the completer thread, in the order the outcomes came (the caller holds
+        the lock): joblib's callback (and the caller's task generator behind it) never runs on the engine's
+        threads, and a failure reaches joblib before the cancellations it causes (else joblib would raise
+        CancelledError, not the failure)."""
+        with contextlib.suppress(RuntimeError):  # the call has been closed: nobody waits for its batches
             self._completer.submit(_settle, future, job, error, self._progress, size)
-        except RuntimeError:  # the call has been closed: nobody waits for its batches any more
-            future.cancel()
 
     def abort(self) -> None:
         """Drop the queued batches and cancel every job of the call (nothing is left running, or billing)."""
         with self._lock:
             self._aborted = True
-            pending, self._pending = list(self._pending), collections.deque()
+            for batch, future in self._pending:
+                self._hand_over(future, None, concurrent.futures.CancelledError(), len(batch))
+            self._pending.clear()
             jobs = list(self._jobs)
-        for batch, future in pending:
-            self._hand_over(future, None, concurrent.futures.CancelledError(), len(batch))
         for job in jobs:
             job.cancel()
 
