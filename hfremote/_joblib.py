@@ -79,16 +79,8 @@ class HFRemoteBackend(ParallelBackendBase):  # type: ignore[misc]
     def __init__(self, nesting_level: int | None = None, inner_max_num_threads: int | None = None, **options: Any):
         super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
         options.setdefault("name", "joblib")
-        self.options: Options = build(None, **options)
-        if self.options.detach:
-            raise OptionsError(
-                "detach=True does not apply to the joblib backend: a Parallel call waits for its results, and its "
-                "jobs are cancelled when it fails or is interrupted"
-            )
-        # The client (huggingface_hub, the engine) is imported when a backend is made, not with hfremote.joblib.
-        from ._config import current_hub
-
-        current_hub().check_flavor(self.options.flavor)  # a wrong flavor is refused here, before any call
+        self.options: Options = _checked(None, options)
+        self._base = self.options  # what parallel_config gave; a Parallel call may add its own (configure)
         self._call: _Call | None = None
         self._n_jobs = DEFAULT_JOBS
 
@@ -103,6 +95,10 @@ class HFRemoteBackend(ParallelBackendBase):  # type: ignore[misc]
         return int(n_jobs)
 
     def configure(self, n_jobs: int | None = 1, parallel: Any = None, **backend_kwargs: Any) -> int:
+        # `Parallel(backend="hfremote", flavor=...)` passes its extra keywords here: remote() options too,
+        # for this call only (joblib's own settings, such as max_nbytes or prefer, do not apply to jobs)
+        extra = {key: value for key, value in backend_kwargs.items() if key not in _JOBLIB_SETTINGS}
+        self.options = _checked(self._base, extra) if extra else self._base
         self.parallel = parallel
         self._n_jobs = self.effective_n_jobs(n_jobs)
         return self._n_jobs
@@ -149,6 +145,25 @@ class HFRemoteBackend(ParallelBackendBase):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<HFRemoteBackend flavor={self.options.flavor} n_jobs={self._n_jobs}>"
+
+
+# What joblib.Parallel passes to `configure` of every backend (see Parallel.__init__).
+_JOBLIB_SETTINGS = frozenset({"max_nbytes", "temp_folder", "mmap_mode", "prefer", "require", "verbose", "context"})
+
+
+def _checked(base: Options | None, options: dict[str, Any]) -> Options:
+    """remote() options for joblib's jobs, checked now: a wrong one is an OptionsError before any job."""
+    checked = build(base, **options)
+    if checked.detach:
+        raise OptionsError(
+            "detach=True does not apply to the joblib backend: a Parallel call waits for its results, and its "
+            "jobs are cancelled when it fails or is interrupted"
+        )
+    # The client (huggingface_hub, the engine) is imported when a backend is made, not with hfremote.joblib.
+    from ._config import current_hub
+
+    current_hub().check_flavor(checked.flavor)
+    return checked
 
 
 class _Call:

@@ -146,10 +146,14 @@ def test_bad_options_are_refused_before_any_job(remote_emulator: Emulator) -> No
     ):
         joblib.Parallel()(joblib.delayed(len)(f) for _ in range(8))
     assert str(caught.value).startswith("a task of this joblib call cannot travel to its job: an open file")
+    # remote() options given to Parallel itself are checked when the call starts
+    with pytest.raises(OptionsError, match="unknown option"):
+        tasks = (joblib.delayed(pow)(i, 2) for i in range(2))
+        joblib.Parallel(backend="hfremote", n_jobs=2, flavour="cpu-upgrade")(tasks)
     assert remote_emulator.jobs() == []
 
 
-def test_n_jobs(remote_emulator: Emulator) -> None:
+def test_n_jobs_and_options_given_to_parallel(remote_emulator: Emulator) -> None:
     backend = hfremote.joblib.HFRemoteBackend()
     assert backend.effective_n_jobs(-1) == hfremote.joblib.DEFAULT_JOBS == 16
     assert backend.effective_n_jobs(None) == 16
@@ -162,6 +166,13 @@ def test_n_jobs(remote_emulator: Emulator) -> None:
     with joblib.parallel_config(backend="hfremote", n_jobs=1):
         assert joblib.Parallel()(joblib.delayed(pow)(i, 2) for i in range(3)) == [0, 1, 4]
     assert remote_emulator.jobs() == []
+    # options given to Parallel apply to that call only
+    with joblib.parallel_config(backend="hfremote", n_jobs=2, flavor="cpu-upgrade"):
+        assert joblib.Parallel(timeout=120, env={"A": "1"})(joblib.delayed(pow)(i, 2) for i in range(2)) == [0, 1]
+        assert joblib.Parallel(flavor="cpu-basic")(joblib.delayed(pow)(i, 2) for i in range(2)) == [0, 1]
+        assert joblib.Parallel()(joblib.delayed(pow)(i, 2) for i in range(1)) == [0]
+    flavors = [job["flavor"] for job in settled(remote_emulator)]
+    assert flavors == ["cpu-upgrade", "cpu-upgrade", "cpu-basic", "cpu-basic", "cpu-upgrade"], flavors
 
 
 CTRL_C_SCRIPT = """
