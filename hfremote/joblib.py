@@ -8,8 +8,8 @@
 
 Keyword arguments other than joblib's own are `remote()` options, checked when the backend is made
 (`parallel_config` raises OptionsError); `Parallel(backend="hfremote", flavor=...)` takes them too, for
-that call. Each Parallel call is one hfremote run: every batch is a job of
-it, at most `n_jobs` at a time (-1: 16); n_jobs=1 runs in this process, as with any joblib backend.
+that call. Each Parallel call is one hfremote run: every batch is a job of it, at most `n_jobs` at a
+time (-1: 16); n_jobs=1 runs in this process, as with any joblib backend.
 An error in a batch is raised as itself, with the remote traceback as its `__cause__`, after the call's
 other jobs are cancelled; Ctrl-C cancels them too. Needs the `hfremote[joblib]` extra (joblib).
 """
