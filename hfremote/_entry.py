@@ -398,31 +398,32 @@ LINGER_SECONDS = 30.0  # how long threads the function left running may go on on
 
 
 def _end(status: int) -> None:
-    """Exit once the chunk's results are saved: threads the function started and left running (a server
+    """Exit once the chunk's results are saved. Python's own exit runs first (libraries' exit hooks shut
+    their worker pools down, loky's among them); threads the function left running anyway (a server
     started in a setup method) get a short grace, then the job ends instead of billing until its timeout."""
     try:
         linger = float(os.environ.get("HFREMOTE_LINGER_SECONDS", LINGER_SECONDS))
     except ValueError:
         linger = LINGER_SECONDS
-    deadline = time.monotonic() + linger
-    main_thread = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is not main_thread and not thread.daemon:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    left = [t.name for t in threading.enumerate() if t is not main_thread and not t.daemon and t.is_alive()]
-    if not left:
-        sys.exit(status)
-    print(
-        f"hfremote: every result is saved; ending the job although thread(s) {', '.join(left)} still run "
-        f"after {linger:.0f}s (join them in the function, or make them daemon threads)",
-        file=sys.stderr,
-    )
-    import atexit
 
-    atexit._run_exitfuncs()  # what the user registered still runs, as at a normal exit
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    def cut_short() -> None:
+        threading.Event().wait(linger)  # the process is gone before this returns, unless a thread holds it
+        main_thread = threading.main_thread()
+        left = [t.name for t in threading.enumerate() if t is not main_thread and not t.daemon and t.is_alive()]
+        print(
+            f"hfremote: every result is saved; ending the job although thread(s) {', '.join(left)} still run "
+            f"after {linger:.0f}s (join them in the function, or make them daemon threads)",
+            file=sys.stderr,
+            flush=True,
+        )
+        import atexit
+
+        atexit._run_exitfuncs()  # what the user registered still runs, as at a normal exit
+        sys.stdout.flush()
+        os._exit(status)
+
+    threading.Thread(target=cut_short, name="hfremote-exit", daemon=True).start()
+    sys.exit(status)
 
 
 if __name__ == "__main__":
