@@ -293,9 +293,9 @@ def attach(args: argparse.Namespace) -> int:
             console.note(f"stopped following the logs of job {info.id}: {e}")
 
     threads = [threading.Thread(target=follow, args=(info,), daemon=True) for info in active]
-    for thread in threads:
-        thread.start()
-    try:
+    try:  # a Ctrl-C as soon as the first log line shows is a detach too
+        for thread in threads:
+            thread.start()
         code = _print_values(*_values(args), None)
         deadline = time.monotonic() + 10
         for thread in threads:

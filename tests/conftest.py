@@ -24,10 +24,25 @@ os.environ.update(
 os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_ENDPOINT", None)
 
-from helpers import hfremote_on  # noqa: E402
-from huggingface_hub import HfApi  # noqa: E402
+from helpers import engine_lets_go, hfremote_on, patient_client  # noqa: E402
+from huggingface_hub import HfApi, set_client_factory  # noqa: E402
 
 from hfremote.emulator import Emulator  # noqa: E402
+
+# huggingface_hub closes its client, shared by every thread, when any thread's connection is refused;
+# here an earlier test's background thread reaching its stopped emulator must not cut the requests in
+# flight of the test now running (see test_shared_client.py).
+set_client_factory(patient_client)
+
+
+@pytest.fixture(autouse=True)
+def _engine_lets_go() -> Iterator[None]:
+    """What a test left hfremote's engine watching ends with the test (runs whose futures nobody waited
+    for, leases, owned runs): the engine would go on looking at them after their emulator stopped, and
+    huggingface_hub answers a refused connection by closing its client shared by every thread, so a
+    later test's own request failed with `ReadError: [Errno 9] Bad file descriptor`."""
+    yield
+    engine_lets_go()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import httpx2
 from huggingface_hub import HfApi
 
 from hfremote.emulator import Emulator
@@ -27,6 +28,84 @@ def hfremote_on(emulator: Emulator) -> Iterator[Emulator]:
         yield emulator
     finally:
         hfremote.configure()
+
+
+class _PatientTransport(httpx2.HTTPTransport):
+    """A transport whose `close()` lets the requests in flight finish first (then closes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._closing = False
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        with self._lock:
+            self._busy += 1
+        try:
+            response = super().handle_request(request)
+        except BaseException:
+            self._done()
+            raise
+        response.stream = _Counted(response.stream, self._done)  # type: ignore[arg-type]
+        return response
+
+    def _done(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            now = self._closing and self._busy == 0
+        if now:
+            super().close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            now = self._busy == 0
+        if now:
+            super().close()
+
+
+class _Counted(httpx2.SyncByteStream):
+    def __init__(self, stream: Any, done: Callable[[], None]) -> None:
+        self._stream, self._done, self._closed = stream, done, False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._stream
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._stream.close()
+        finally:
+            self._done()
+
+
+def patient_client() -> httpx2.Client:
+    """huggingface_hub's default client (its `default_client_factory`), on a transport whose close waits
+    for the requests in flight: huggingface_hub closes its shared client when one thread's connection is
+    refused, and the other threads' requests then fail with `ReadError: [Errno 9] Bad file descriptor`."""
+    from huggingface_hub.utils._http import hf_request_event_hook
+
+    return httpx2.Client(
+        event_hooks={"request": [hf_request_event_hook]},
+        follow_redirects=True,
+        timeout=None,
+        transport=_PatientTransport(),
+    )
+
+
+def engine_lets_go() -> None:
+    """Make hfremote's engine (if this process has one) drop every run, lease and owned run it tracks:
+    their futures stay as they are, nothing is looked at, renewed or cancelled for them any more."""
+    from hfremote import _engine
+
+    for engine in _engine._ENGINE:
+        with engine._lock:
+            engine._runs.clear()
+            engine._leases.clear()
+            engine._owned_runs.clear()
 
 
 def poll(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:

@@ -347,7 +347,7 @@ def scheduled_item(request: Request) -> Response:
     ctx = ctx_of(request)
     sched = _scheduled(request)
     if request.method == "DELETE":
-        ctx.store.delete_scheduled(sched["id"])
+        ctx.schedules.delete(sched["id"])  # 404 for the second of two racing deletes
         return JSONResponse({})
     return _scheduled_json(request, sched)
 

@@ -17,7 +17,7 @@ from .._cron import next_run
 from ._jobs import Jobs, owner, spec_fields
 from ._specs import JobSpec, ScheduledJobRequest, check_job_spec, check_labels, check_schedule
 from ._store import Record
-from ._util import HTTPError, iso, new_id, parse_iso
+from ._util import HTTPError, iso, new_id, not_found, parse_iso
 
 ACTIVE = ("SCHEDULING", "RUNNING")
 log = logging.getLogger("hfremote.emulator")
@@ -64,22 +64,41 @@ class Schedules:
             info["status"] = {k: v for k, v in sched["status"].items() if k != "nextJobRunAt"}
         return info
 
+    # Changes, runs and deletes of one scheduled job take the lock and re-read it there: a request
+    # racing a delete then finds it gone (404) instead of writing it back or running it after all.
+    def _current(self, sched_id: str) -> Record:
+        sched = self.store.scheduled(sched_id)
+        if sched is None:
+            raise not_found(f"Scheduled job {sched_id} not found")
+        return sched
+
+    def _save(self, sched: Record) -> Record:
+        if not self.store.update_scheduled(sched):
+            raise not_found(f"Scheduled job {sched['id']} not found")
+        return sched
+
     def update(self, sched: Record, **changes: Any) -> Record:
+        if "schedule" in changes:
+            check_schedule(changes["schedule"])
         with self._lock:
+            sched = self._current(sched["id"])
             sched.update(changes)
-            if "schedule" in changes:
-                check_schedule(changes["schedule"])
             if not sched["suspend"] and ("schedule" in changes or "suspend" in changes):
                 sched["status"]["nextJobRunAt"] = iso(next_run(sched["schedule"], self.clock.now()))
-            self.store.put_scheduled(sched)
-        return sched
+            return self._save(sched)
 
     def set_labels(self, sched: Record, labels: dict[str, str]) -> Record:
         check_labels(labels)
-        sched["jobSpec"]["labels"] = labels
-        sched["_spec"]["labels"] = labels
-        self.store.put_scheduled(sched)
-        return sched
+        with self._lock:
+            sched = self._current(sched["id"])
+            sched["jobSpec"]["labels"] = labels
+            sched["_spec"]["labels"] = labels
+            return self._save(sched)
+
+    def delete(self, sched_id: str) -> None:
+        with self._lock:
+            if not self.store.delete_scheduled(sched_id):
+                raise not_found(f"Scheduled job {sched_id} not found")
 
     # -- running -----------------------------------------------------------------------------------
     def active_run(self, sched: Record) -> Record | None:
@@ -88,6 +107,7 @@ class Schedules:
 
     def trigger(self, sched: Record) -> Record:
         with self._lock:
+            sched = self._current(sched["id"])
             if not sched["concurrency"] and (active := self.active_run(sched)) is not None:
                 raise HTTPError(
                     409,
@@ -100,7 +120,7 @@ class Schedules:
                 sched["owner"]["name"], spec, spec.secrets, {"type": "scheduled-job", "id": sched["id"]}
             )
             sched["status"]["lastJob"] = {"id": job["id"], "at": job["createdAt"]}
-            self.store.put_scheduled(sched)
+            self._save(sched)
             return job
 
     def advance(self, seconds: float) -> list[Record]:
@@ -124,8 +144,9 @@ class Schedules:
                     # A run still going with concurrency off: this occurrence is skipped, as cron would.
                     with contextlib.suppress(HTTPError):
                         fired.append(self.trigger(sched))
+                    sched = self.store.scheduled(sched["id"]) or sched  # with the run `trigger` recorded
                     sched["status"]["nextJobRunAt"] = iso(next_run(sched["schedule"], now))
-                    self.store.put_scheduled(sched)
+                    self.store.update_scheduled(sched)
                 except Exception:  # one bad record must not stop the other schedules, nor pass unseen
                     log.exception("scheduled job %s could not fire", sched.get("id"))
         return fired

@@ -235,6 +235,12 @@ class Store:
                 ),
             )
 
+    def update_scheduled(self, sched: Record) -> bool:
+        """Write a changed scheduled job back; False (and nothing written) once it has been deleted."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE scheduled SET data = ? WHERE id = ?", (json.dumps(sched), sched["id"]))
+            return cur.rowcount > 0
+
     def scheduled(self, sched_id: str) -> Record | None:
         rows = self._query("SELECT data FROM scheduled WHERE id = ?", (sched_id,))
         return json.loads(rows[0][0]) if rows else None

@@ -367,7 +367,9 @@ def check(x: int) -> int:
     return x
 
 
-for value in check.map(range(4), progress=False):
+# One job at a time, in input order: 0 and 1 have finished when 2 fails. (With jobs side by side, 2 may
+# fail first; then 0 and 1 are cancelled unfinished and print nothing, as documented.)
+for value in check.map(range(4), max_parallel=1, progress=False):
     print("got", value)
 """
 

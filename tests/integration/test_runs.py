@@ -44,6 +44,14 @@ def stages(emulator: Emulator, run_id: str) -> list[str]:
     return sorted(job["status"]["stage"] for job in run_jobs(emulator, run_id))
 
 
+def watched(run_id: str) -> int:
+    """How many jobs of the run hfremote's engine watches (a map's jobs once their creations are answered)."""
+    from hfremote._engine import engine
+
+    with engine()._lock:
+        return sum(len(run.futures) for run in engine()._runs.values() if run.run_id == run_id)
+
+
 def emulator_process(tmp_path: Path, max_running: int) -> tuple[subprocess.Popen[str], str]:
     """`hfremote emulator` in a process of its own (to be killed with SIGKILL), and its endpoint."""
     args = ["--port", "0", "--state-dir", str(tmp_path / "state"), "--token", TOKEN, "--max-running", str(max_running)]
@@ -94,6 +102,9 @@ def test_a_map_whose_endpoint_dies_for_good_fails_within_the_bound(tmp_path: Pat
             DEADLINE,
             what="the map's jobs to run",
         )
+        # and the map has the answers to its creations (a job runs before its creation is answered: a
+        # kill in between fails the creation, not the watching this test is about)
+        poll(lambda: watched(results.run_id) == 4, DEADLINE, what="the map to watch its jobs")
         server.kill()  # for good
         server.wait()
         thread.join(DEADLINE)

@@ -348,7 +348,7 @@ def test_racing_deploys_leave_one_scheduled_job(remote_emulator: Emulator) -> No
     log = remote_emulator.requests()
     creates = [r for r in log if r[1] == "POST" and r[2] == f"/api/scheduled-jobs/{remote_emulator.user}"]
     deletes = [r for r in log if r[1] == "DELETE" and r[2].startswith("/api/scheduled-jobs/") and r[3] < 300]
-    assert len(creates) - len(deletes) == 4
+    assert len(creates) - len(deletes) == 4, [r for r in log if "/scheduled-jobs" in r[2]]
 
     # Racing updates: both replace the deployed one; one survives, the old one is gone.
     old = _schedule("@daily", refresh, name="race-update").deploy()

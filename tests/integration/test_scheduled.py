@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from helpers import poll, wait_stage
@@ -134,3 +137,50 @@ def test_schedule_fires_when_the_clock_advances(api: HfApi, emulator: Emulator, 
     # The next occurrence has not come yet: nothing more fires without moving the clock.
     assert emulator.fire_schedules() == []
     poll(lambda: len(emulator.jobs()) == 1, what="exactly one job")
+
+
+def _at_once(*calls: Callable[[], Any]) -> list[Any]:
+    """Each call in its own thread, released together; what each returned or raised, in order."""
+    barrier = threading.Barrier(len(calls))
+    outcomes: list[Any] = [None] * len(calls)
+
+    def one(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = calls[i]()
+        except Exception as e:
+            outcomes[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return outcomes
+
+
+def test_racing_deletes_succeed_once(api: HfApi, ns: str) -> None:
+    """Two deletes of one scheduled job at once: one deletes it, the other finds it gone (404), as on the
+    platform. (Both used to answer 200: a client counting its deletions counted one twice.)"""
+    for _ in range(25):
+        sched = api.create_scheduled_job(image="python:3.12", command=PRINT, schedule="@hourly", namespace=ns)
+
+        def delete(sched_id: str = sched.id) -> None:
+            api.delete_scheduled_job(scheduled_job_id=sched_id, namespace=ns)
+
+        outcomes = _at_once(delete, delete)
+        assert outcomes.count(None) == 1, outcomes
+        (error,) = (o for o in outcomes if o is not None)
+        assert isinstance(error, HfHubHTTPError) and error.response.status_code == 404, outcomes
+
+
+def test_a_change_racing_a_delete_does_not_bring_the_job_back(api: HfApi, ns: str) -> None:
+    for _ in range(25):
+        sched = api.create_scheduled_job(image="python:3.12", command=PRINT, schedule="@hourly", namespace=ns)
+        outcomes = _at_once(
+            lambda sched_id=sched.id: api.delete_scheduled_job(scheduled_job_id=sched_id, namespace=ns),
+            lambda sched_id=sched.id: api.suspend_scheduled_job(scheduled_job_id=sched_id, namespace=ns),
+        )
+        assert outcomes[0] is None, outcomes  # the delete always succeeds; the suspend may find it gone
+        assert not isinstance(outcomes[1], Exception) or outcomes[1].response.status_code == 404, outcomes
+        assert sched.id not in [s.id for s in api.list_scheduled_jobs(namespace=ns)]
