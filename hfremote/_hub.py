@@ -177,7 +177,10 @@ class Hub:
     def upload(self, bucket_id: str, files: list[tuple[str | Path | bytes, str]]) -> None:
         def send() -> None:
             with _quiet():
-                self.api.batch_bucket_files(bucket_id, add=files)
+                try:
+                    self.api.batch_bucket_files(bucket_id, add=files)
+                except (RuntimeError, ConnectionError) as e:  # hf_xet's, once its own retries are spent
+                    raise BackendError(f"uploading {len(files)} files to {bucket_id} failed: {e}") from e
 
         self.call(f"uploading {len(files)} files to {bucket_id}", send)
 

@@ -185,6 +185,14 @@ class MapRun:
             count = self._cancel_all()
             print(f"\nhfremote: map interrupted; cancelled {count} unfinished job(s)", file=sys.stderr)
             raise mark(interrupt, "interrupt") from None
+        except BackendError as error:  # the platform, not an input: what finished is kept, the map can go on
+            self._cancel_all()
+            if f"{self.run.run_id!r}" in str(error):
+                raise
+            raise BackendError(
+                f"{error}. The inputs that finished are kept in run {self.run.run_id}: once the platform answers, "
+                f"run the rest with .map(<the same inputs>, resume={self.run.run_id!r})"
+            ) from error
         except BaseException:  # a failure, or the caller stopped iterating: stop paying for what it will not read
             if not (self._stopping.done() and self.run.options.detach):
                 self._cancel_all()
@@ -283,7 +291,13 @@ class MapRun:
             self._creating = []
             failures = [error for c in creations if c.done() and (error := c.exception()) is not None]
             if failures:  # the jobs that were created are tracked, so the map's clean-up cancels them
-                raise failures[0]
+                error = failures[0]
+                if isinstance(error, BackendError):  # the platform, not the input: the run can go on later
+                    raise BackendError(
+                        f"{error}. The inputs that finished are kept in run {self.run.run_id}: once the platform "
+                        f"answers, run the rest with .map(<the same inputs>, resume={self.run.run_id!r})"
+                    ) from error
+                raise error
             self._refresh_bar()
 
     def _create_once(self, chunk: str) -> JobInfo:

@@ -147,3 +147,15 @@ def test_a_result_that_cannot_be_read_fails_the_map_instead_of_hanging(
     results: list[Any] = list(square.map(range(4), chunksize=2, return_exceptions=True, progress=False))
     assert [type(r) for r in results] == [hfremote.errors.BackendError] * 4
     assert "CAS Client Error" in str(results[0])
+
+
+def test_a_map_the_platform_stops_answering_says_how_to_resume_it(seeded_emulator: Emulator) -> None:
+    seeded_emulator.faults.add(f"503 POST /api/jobs/{seeded_emulator.user}")
+    hfremote.configure(unreachable_timeout=2)
+    try:
+        results = square.map(range(4), chunksize=2, progress=False)
+        with pytest.raises(hfremote.errors.BackendError) as gone:
+            list(results)
+    finally:
+        hfremote.configure(unreachable_timeout=300)
+    assert f"resume={results.run_id!r}" in str(gone.value)
