@@ -205,17 +205,26 @@ class AsyncMapResults(AsyncIterator[R]):
         self._lock = threading.Lock()  # one step at a time: a generator cannot run on two threads at once
         self._stopping = False
         self._finished = False
+        self._read = 0  # results handed out
+        self._cancelled_at: int | None = None  # stopped by the cancel of a waiting __anext__: at which result
 
     def __aiter__(self) -> AsyncMapResults[R]:
         return self
 
     async def __anext__(self) -> R:
+        if self._cancelled_at is not None:  # not a normal end: the caller would take a cut map for a whole one
+            raise asyncio.CancelledError(
+                f"this map was cancelled while waiting for its result {self._cancelled_at} (its task was cancelled, "
+                "by asyncio.wait_for say) and its unfinished jobs with it: resume it with "
+                f"f.map.aio(<the same inputs>, resume={self.run_id!r})"
+            )
         if self._finished:
             raise StopAsyncIteration
         step = in_thread(self._step, "hfremote-map-step")
         try:
             await until_done(step)
         except asyncio.CancelledError:
+            self._cancelled_at = self._read
             self._stop()
             await until_done(step, _STOP_SECONDS)  # the map cancels its jobs within one of its steps
             raise
@@ -229,6 +238,7 @@ class AsyncMapResults(AsyncIterator[R]):
         if value is _END:
             self._finished = True
             raise StopAsyncIteration
+        self._read += 1
         result: R = value
         return result
 

@@ -22,12 +22,13 @@ jobs of the runs it owns (started, not detached), as Ctrl-C does.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
@@ -147,6 +148,10 @@ class Engine:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()  # re-entrant: the SIGTERM handler may interrupt the main thread holding it
+        # Set when the process cancels everything (exit, SIGTERM): no job may be created after that.
+        self.closing = threading.Event()
+        self._creating: dict[int, int] = {}  # thread -> creations under way
+        self._creations = threading.Condition(threading.Lock())
         self._runs: dict[tuple[int, str, str], _Run] = {}
         self._leases: dict[tuple[int, str], _Lease] = {}
         self._wake = threading.Event()
@@ -402,11 +407,32 @@ class Engine:
             self._wake.set()
 
     # -- the process ends ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def creating(self) -> Iterator[bool]:
+        """Around a job's creation by a background thread (an Executor's, joblib's): yields whether the
+        process is closing (then create nothing); `cancel_everything` waits for the creations under way, so
+        a job created at that moment is cancelled with the others instead of outliving its client."""
+        me = threading.get_ident()
+        with self._creations:
+            self._creating[me] = self._creating.get(me, 0) + 1
+        try:
+            yield self.closing.is_set()
+        finally:
+            with self._creations:
+                self._creating[me] -= 1
+                if not self._creating[me]:
+                    del self._creating[me]
+                self._creations.notify_all()
+
     def cancel_everything(self, look: bool = False) -> int:
         """Cancel the unfinished jobs of the runs this process owns; how many.
 
         `look` (SIGTERM): also list each owned run's unfinished jobs on the platform, for a job whose
         creation was answered but that was not watched yet when the signal came."""
+        self.closing.set()
+        me = threading.get_ident()  # (a SIGTERM handler runs on a thread that may itself be creating)
+        with self._creations:  # bounded: a creation gives up after the hub's retries; exit must not wait long
+            self._creations.wait_for(lambda: not set(self._creating) - {me}, timeout=CREATION_GRACE)
         with self._lock:
             runs = [run for run in self._runs.values() if run.run_id in self._owned_runs]
             owned = dict(self._owned_runs)
@@ -434,6 +460,7 @@ class Engine:
         return len(cancelled)
 
 
+CREATION_GRACE = 10.0  # how long the end of the process waits for job creations under way
 _ENGINE: list[Engine] = []
 _ENGINE_LOCK = threading.Lock()
 

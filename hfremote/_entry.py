@@ -100,7 +100,7 @@ def _exception_parts(exc: BaseException) -> dict[str, Any]:
     try:
         parts["args"] = cloudpickle.dumps(tuple(exc.args))
     except Exception:
-        parts["args"] = cloudpickle.dumps((str(exc),))
+        parts["args"] = cloudpickle.dumps((_text(exc),))
     state, lost = {}, []
     for key, value in list(getattr(exc, "__dict__", {}).items()):
         try:
@@ -136,6 +136,14 @@ def _note(exc: BaseException, text: str) -> None:
     exc.__notes__ = [*notes, text] if isinstance(notes, list) else [text]  # type: ignore[attr-defined]
 
 
+def _text(exc: BaseException) -> str:
+    """str(exc), or what Python prints when that fails (a user's __str__ may raise)."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<exception str() failed: {type(exc).__name__}>"
+
+
 def _failure(exc: BaseException, note: str | None = None) -> dict[str, Any]:
     import traceback
 
@@ -144,7 +152,7 @@ def _failure(exc: BaseException, note: str | None = None) -> dict[str, Any]:
         "ok": False,
         "error": exc,
         "type": _type_name(exc),
-        "message": note or str(exc),
+        "message": note or _text(exc),
         "traceback": text,
     }
 

@@ -31,13 +31,14 @@ from typing import Any, ParamSpec, TypeVar
 from huggingface_hub import JobInfo
 
 from ._calls import PackedCall
+from ._config import current_hub
 from ._engine import engine
 from ._function import RemoteFunction, new_run
 from ._future import RemoteFuture, watch
 from ._options import Options, build
 from ._packing import check_function
 from ._run import Run, chunk_name
-from .errors import BackendError, HFRemoteError, OptionsError
+from .errors import BackendError, HFRemoteError, OptionsError, RemoteTraceback
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -154,12 +155,15 @@ class _Pending(RemoteFuture[Any]):
 
     # -- the launcher ----------------------------------------------------------------------------
     def _started(self, run: Run, info: JobInfo) -> None:
+        closing = engine().closing.is_set()  # the process is ending: the job goes with the others
         with self._ex_lock:
             self._info, self._created = info, True
-            cancelled = self._cancel_asked or self.cancelled()
+            cancelled = self._cancel_asked or self.cancelled() or closing
         self._settled.set()
         if cancelled:  # cancelled while its job was being created
             engine().cancel_job(self._hub, self.namespace, info.id)
+            if closing:
+                Future.cancel(self)
             return
         if run.lease_ttl is not None:
             release = engine().hold_lease(run.hub, run.bucket, run.layout.lease, run.lease_ttl)
@@ -217,6 +221,8 @@ class Executor(concurrent.futures.Executor):
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")  # ThreadPoolExecutor's words
         self._options: Options = build(None, **options)
+        if "flavor" in options:  # known to the platform (one cached look at its hardware)
+            current_hub().check_flavor(self._options.flavor)
         self._overrides = dict(options)
         self._max_workers = max_workers
         self._lock = threading.RLock()  # re-entrant: a cancel under it runs done callbacks that take it
@@ -368,6 +374,12 @@ class Executor(concurrent.futures.Executor):
 
     def _launch_loop(self) -> None:
         while True:
+            if engine().closing.is_set():  # the process is ending: what waits here never gets a job
+                with self._lock:
+                    queued, self._launcher = list(self._queue), None
+                for future in queued:
+                    future.cancel()
+                return
             with self._lock:
                 batch: list[tuple[_Pending, _Entry]] = []
                 while self._queue and self._launched < self._max_workers:
@@ -413,7 +425,7 @@ class Executor(concurrent.futures.Executor):
                 raise
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc.__cause__, RemoteTraceback):  # a Ctrl-C here
             self._interrupted()
             return
         self.shutdown(wait=True)
@@ -486,13 +498,18 @@ def _start(batch: list[tuple[_Pending, _Entry]]) -> None:
 
 def _create(part: list[tuple[_Pending, Run]]) -> None:
     for future, run in part:
-        try:
-            info = run.create(future.call)
-        except Exception as e:
-            failure = e if isinstance(e, HFRemoteError) else BackendError(f"creating the job of {run.name}: {e}")
-            future._fail_start(failure)
-            continue
-        future._started(run, info)
+        with engine().creating() as closing:
+            if closing:  # the process is ending (exit, SIGTERM): no new job
+                Future.cancel(future)
+                future._settled.set()
+                continue
+            try:
+                info = run.create(future.call)
+            except Exception as e:
+                failure = e if isinstance(e, HFRemoteError) else BackendError(f"creating the job of {run.name}: {e}")
+                future._fail_start(failure)
+                continue
+            future._started(run, info)
 
 
 def _result_or_cancel(future: Future[Any], end: float | None) -> Any:

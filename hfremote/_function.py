@@ -41,7 +41,7 @@ from ._packing import check_function
 from ._remote_run import cancel_stale_runs
 from ._run import Run, chunk_name, new_run_id
 from ._schedule import ScheduledFunction, schedule
-from .errors import OptionsError
+from .errors import BackendError, OptionsError
 
 P = ParamSpec("P")
 Q = ParamSpec("Q")
@@ -89,7 +89,12 @@ def launch_one(run: Run, call: PackedCall, index: int = 0) -> RemoteFuture[Any]:
     share its uploaded function and its lease."""
     chunk = chunk_name(index, 1)
     run.upload({chunk: [(index, call)]})
-    info = run.create(chunk)
+    with engine().creating() as closing:
+        if closing:  # the process is ending (exit, SIGTERM): a thread's late call starts no job
+            raise BackendError("the process is ending: no new job is created")
+        info = run.create(chunk)
+        if engine().closing.is_set():
+            engine().cancel_job(run.hub, run.namespace, info.id)  # sent with the others' cancels
     future: RemoteFuture[Any] = RemoteFuture(
         run.hub, run.namespace, info, run.run_id, chunk, run.name, index, run.layout
     )

@@ -12,6 +12,7 @@ A future is also awaitable (`await future`, `asyncio.gather(*futures)`), through
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import concurrent.futures
 import contextlib
@@ -359,6 +360,10 @@ def _decode_payload(data: bytes, code_files: dict[str, str]) -> tuple[bool, Any]
     error = payload.get("error")
     if error is None:
         error = rebuild_exception(payload) or _rebuild(payload.get("type", "Exception"), payload.get("message", ""))
+    if isinstance(error, (asyncio.CancelledError, concurrent.futures.CancelledError)):
+        # raised by the function in its job: here it would read as this future (or the awaiting task) being
+        # cancelled, and asyncio would drop it silently
+        error = RemoteError(f"{type(error).__module__}.{type(error).__qualname__}", str(error))
     if payload.get("traceback"):
         error.__cause__ = RemoteTraceback(strip_entry_frames(localize(payload["traceback"], code_files)))
     return False, error

@@ -384,3 +384,35 @@ def test_ctrl_c_under_asyncio_run_cancels_the_job(remote_emulator: Emulator, tmp
     assert found, errors
     job_id = found.group(1)
     poll(lambda: all_in(remote_emulator, [job_id], "CANCELED"), 60, what="the job to be CANCELED")
+
+
+# -- found by an attack --------------------------------------------------------------------------------
+@remote(timeout=120, stream_logs=False)
+def cancels_itself(x: int) -> int:
+    raise asyncio.CancelledError(f"the job's own {x}")
+
+
+def test_a_cancelled_error_raised_in_the_job_is_a_failure_not_a_cancel(remote_emulator: Emulator) -> None:
+    async def main() -> list[BaseException | int]:
+        return await asyncio.gather(cancels_itself.aio(1), add.aio(1, 1), return_exceptions=True)
+
+    first, second = asyncio.run(main())
+    assert second == 2
+    assert isinstance(first, hfremote.RemoteError) and "CancelledError" in str(first), first
+    future = cancels_itself.submit(2)
+    assert isinstance(future.exception(timeout=RESULT_TIMEOUT), hfremote.RemoteError)
+    assert not future.cancelled()
+
+
+def test_a_map_cut_by_a_timeout_says_so_instead_of_ending(remote_emulator: Emulator) -> None:
+    async def main() -> tuple[list[int], BaseException]:
+        results = nap.map.aio([1, 2])
+        got: list[int] = []
+        with pytest.raises(asyncio.TimeoutError):
+            got.append(await asyncio.wait_for(results.__anext__(), 1.0))
+        with pytest.raises(asyncio.CancelledError) as cut:
+            await results.__anext__()
+        return got, cut.value
+
+    got, cut = asyncio.run(main())
+    assert got == [] and "resume=" in str(cut)

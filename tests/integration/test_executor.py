@@ -8,12 +8,14 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import poll
+from helpers import poll, subprocess_env
 
 import hfremote
 from hfremote.emulator import Emulator
@@ -258,3 +260,61 @@ def test_a_run_reused_after_a_pause_longer_than_its_lease(remote_emulator: Emula
         # fresh for as long as the executor may give the run calls.
         assert later.result(timeout=120) == 9
         assert later.run_id == first.run_id
+
+
+EXIT_SCRIPT = """
+import sys, time
+import hfremote
+
+def nap(seconds):
+    import time
+    time.sleep(seconds)
+    return seconds
+
+ex = hfremote.Executor(max_workers=2)
+futures = [ex.submit(nap, 300) for _ in range(12)]
+deadline = time.monotonic() + 120
+while sum(f.stage == "RUNNING" for f in futures) < 2 and time.monotonic() < deadline:
+    time.sleep(0.05)
+ex.shutdown(wait=False)
+print("leaving", flush=True)
+"""
+
+
+def test_queued_calls_get_no_job_once_the_process_ends(emulator: Emulator, tmp_path: Path) -> None:
+    # The exit's cancels free slots: the launcher must not create jobs for the queued calls then.
+    script = tmp_path / "leave.py"
+    script.write_text(EXIT_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=subprocess_env(emulator, tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0 and "leaving" in done.stdout, done.stderr
+    stages = poll(
+        lambda: (
+            (now := [j["status"]["stage"] for j in emulator.jobs()])
+            and all(s in ("CANCELED", "COMPLETED", "ERROR") for s in now)
+            and now
+        ),
+        timeout=60,
+        what="every job to end",
+    )
+    assert stages == ["CANCELED"] * len(stages) and len(stages) <= 4, stages
+
+
+def raises_interrupt(_: int) -> None:
+    raise KeyboardInterrupt("raised in the job")
+
+
+def test_an_interrupt_raised_by_a_call_is_not_a_ctrl_c(host_remote_emulator: Emulator, tmp_path: Path) -> None:
+    gate = str(tmp_path / "gate")
+    with pytest.raises(KeyboardInterrupt, match="raised in the job"), hfremote.Executor() as ex:
+        other = ex.submit(wait_for, gate, "finished")
+        failing = ex.submit(raises_interrupt, 1)
+        concurrent.futures.wait([failing], timeout=120)
+        touch(gate)
+        failing.result()
+    assert other.result(timeout=120) == "finished"  # the block's end waited for it: nobody pressed Ctrl-C

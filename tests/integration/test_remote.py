@@ -720,3 +720,18 @@ def test_a_thread_left_running_does_not_keep_the_job_billing(remote_emulator: Em
     )
     assert info.status.stage == "COMPLETED"
     assert any("thread(s) forever still run" in line for line in future.logs())
+
+
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str broke")
+
+
+@remote(timeout=60, stream_logs=False)
+def raises_bad_str(x: int) -> None:
+    raise BadStr(x)
+
+
+def test_an_exception_whose_str_fails_comes_back_as_itself(remote_emulator: Emulator) -> None:
+    error = raises_bad_str.submit(1).exception(timeout=120)
+    assert type(error).__name__ == "BadStr" and error is not None and error.args == (1,)
