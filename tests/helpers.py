@@ -6,6 +6,8 @@ import contextlib
 import os
 import queue
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -221,3 +223,16 @@ class MyError(ValueError):
 
     def __str__(self) -> str:
         return f"{self.message} (code {self.code})"
+
+
+def start_script(emulator: Emulator, tmp_path: Path, name: str, source: str) -> subprocess.Popen[str]:
+    """Write `source` to `tmp_path/name` and start it, as a user's script, against `emulator` (pipes open)."""
+    script = tmp_path / name
+    script.write_text(source)
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        env=subprocess_env(emulator, tmp_path / "hf-home"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

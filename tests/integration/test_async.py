@@ -13,15 +13,13 @@ import inspect
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Lines, MyError, poll, subprocess_env
+from helpers import Lines, MyError, poll, start_script
 from huggingface_hub import HfApi
 
 import hfremote
@@ -360,15 +358,7 @@ asyncio.run(main())
 
 
 def test_ctrl_c_under_asyncio_run_cancels_the_job(remote_emulator: Emulator, tmp_path: Path) -> None:
-    script = tmp_path / "ctrl_c_async.py"
-    script.write_text(CTRL_C_SCRIPT)
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        env=subprocess_env(remote_emulator, tmp_path / "hf-home"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_script(remote_emulator, tmp_path, "ctrl_c_async.py", CTRL_C_SCRIPT)
     try:
         stdout = Lines(proc.stdout)  # type: ignore[arg-type]
         stdout.wait_for(r"^MARKER-napping-now$")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 import joblib
 import numpy as np
 import pytest
-from helpers import Lines, hfremote_on, poll, subprocess_env
+from helpers import Lines, hfremote_on, poll, start_script
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_validate
@@ -194,15 +192,7 @@ with joblib.parallel_config(backend="hfremote", n_jobs=2):
 
 
 def test_ctrl_c_cancels_the_jobs(remote_emulator: Emulator, tmp_path: Path) -> None:
-    script = tmp_path / "ctrl_c_joblib.py"
-    script.write_text(CTRL_C_SCRIPT)
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        env=subprocess_env(remote_emulator, tmp_path / "hf-home"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_script(remote_emulator, tmp_path, "ctrl_c_joblib.py", CTRL_C_SCRIPT)
     try:
         out, err = Lines(proc.stdout), Lines(proc.stderr)  # type: ignore[arg-type]
         out.wait_for("STARTED", DEADLINE)

@@ -12,8 +12,6 @@ import concurrent.futures
 import gc
 import re
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Lines, MyError, hfremote_on, poll, subprocess_env
+from helpers import Lines, MyError, hfremote_on, poll, start_script
 from huggingface_hub import HfApi
 
 import hfremote
@@ -405,15 +403,7 @@ for value in results:
 
 def interrupted_map(emulator: Emulator, tmp_path: Path, ready: Callable[[], Any]) -> tuple[int, str, str]:
     """Run CTRL_C_SCRIPT in a subprocess and press Ctrl-C once `ready()`: (exit code, stdout, stderr)."""
-    script = tmp_path / "ctrl_c_map.py"
-    script.write_text(CTRL_C_SCRIPT)
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        env=subprocess_env(emulator, tmp_path / "hf-home"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_script(emulator, tmp_path, "ctrl_c_map.py", CTRL_C_SCRIPT)
     try:
         stdout = Lines(proc.stdout)  # type: ignore[arg-type]
         stderr = Lines(proc.stderr)  # type: ignore[arg-type]

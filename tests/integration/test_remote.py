@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Lines, MyError, poll, subprocess_env, wait_stage
+from helpers import Lines, MyError, poll, start_script, subprocess_env, wait_stage
 from huggingface_hub import HfApi
 
 import hfremote
@@ -522,15 +522,7 @@ print("result:", napper())
 
 @pytest.mark.parametrize("detach", [False, True])
 def test_ctrl_c_on_a_blocking_call(remote_emulator: Emulator, api: HfApi, tmp_path: Path, detach: bool) -> None:
-    script = tmp_path / "ctrl_c.py"
-    script.write_text(CTRL_C_SCRIPT.format(detach=detach))
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        env=subprocess_env(remote_emulator, tmp_path / "hf-home"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_script(remote_emulator, tmp_path, "ctrl_c.py", CTRL_C_SCRIPT.format(detach=detach))
     try:
         stdout = Lines(proc.stdout)  # type: ignore[arg-type]
         stdout.wait_for(r"^MARKER-napping-now$")  # the job's output comes out on stdout, as it is
