@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ._function import RemoteFunction
 
 T = TypeVar("T")
-_CALL_FACES = frozenset({"submit", "map", "starmap", "local", "map_cost"})  # of a callable class's handle
+_CALL_FACES = frozenset({"submit", "map", "starmap", "local", "map_cost", "aio"})  # of a callable class's handle
 F = TypeVar("F", bound=Callable[..., Any])
 
 

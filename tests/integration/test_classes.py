@@ -4,6 +4,7 @@ chunk; constructor arguments travel once per run. Real jobs on the emulator, whi
 from __future__ import annotations
 
 import abc
+import asyncio
 import inspect
 import os
 from typing import Any
@@ -190,6 +191,7 @@ def test_a_callable_class_is_called_like_a_remote_function(remote_emulator: Emul
     assert list(scaler.map([1, 2, 3], chunksize=3)) == [3, 6, 9]
     assert scaler.submit(5).result(timeout=RESULT_TIMEOUT) == 15
     assert scaler.local(1) == 3
+    assert asyncio.run(scaler.aio(4)) == 12
     with pytest.raises(TypeError, match="missing a required argument"):
         scaler()
     with pytest.raises(TypeError, match="not callable"):
