@@ -22,13 +22,12 @@ jobs of the runs it owns (started, not detached), as Ctrl-C does.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
@@ -39,7 +38,7 @@ from huggingface_hub import JobInfo
 
 from ._config import poll_interval, unreachable_timeout
 from ._hub import Hub
-from ._run import RUN_LABEL, lease_record
+from ._run import RUN_LABEL, Run, lease_record
 from ._signals import install_sigterm
 from .errors import BackendError
 
@@ -407,16 +406,21 @@ class Engine:
             self._wake.set()
 
     # -- the process ends ------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def creating(self) -> Iterator[bool]:
-        """Around a job's creation by a background thread (an Executor's, joblib's): yields whether the
-        process is closing (then create nothing); `cancel_everything` waits for the creations under way, so
-        a job created at that moment is cancelled with the others instead of outliving its client."""
+    def create(self, run: Run, chunk: str) -> JobInfo | None:
+        """Create the job of a run's uploaded chunk, unless the process is ending (exit, SIGTERM): then None,
+        and a job whose creation was under way is cancelled with the others instead of outliving its client
+        (`cancel_everything` waits for the creations under way before it sends its cancels)."""
         me = threading.get_ident()
         with self._creations:
             self._creating[me] = self._creating.get(me, 0) + 1
         try:
-            yield self.closing.is_set()
+            if self.closing.is_set():
+                return None
+            info = run.create(chunk)
+            if self.closing.is_set():
+                self.cancel_job(run.hub, run.namespace, info.id)
+                return None
+            return info
         finally:
             with self._creations:
                 self._creating[me] -= 1

@@ -33,8 +33,8 @@ from huggingface_hub import JobInfo
 from ._calls import PackedCall
 from ._config import current_hub
 from ._engine import engine
-from ._function import RemoteFunction, new_run
-from ._future import RemoteFuture, watch
+from ._function import RemoteFunction, follow, new_run
+from ._future import RemoteFuture
 from ._options import Options, build
 from ._packing import check_function
 from ._run import Run, chunk_name
@@ -155,20 +155,14 @@ class _Pending(RemoteFuture[Any]):
 
     # -- the launcher ----------------------------------------------------------------------------
     def _started(self, run: Run, info: JobInfo) -> None:
-        closing = engine().closing.is_set()  # the process is ending: the job goes with the others
         with self._ex_lock:
             self._info, self._created = info, True
-            cancelled = self._cancel_asked or self.cancelled() or closing
+            cancelled = self._cancel_asked or self.cancelled()
         self._settled.set()
         if cancelled:  # cancelled while its job was being created
             engine().cancel_job(self._hub, self.namespace, info.id)
-            if closing:
-                Future.cancel(self)
             return
-        if run.lease_ttl is not None:
-            release = engine().hold_lease(run.hub, run.bucket, run.layout.lease, run.lease_ttl)
-            self.add_done_callback(lambda _: release())
-        watch(self)
+        follow(run, self)
 
     def _fail_start(self, error: BaseException) -> None:
         self._settled.set()
@@ -498,18 +492,17 @@ def _start(batch: list[tuple[_Pending, _Entry]]) -> None:
 
 def _create(part: list[tuple[_Pending, Run]]) -> None:
     for future, run in part:
-        with engine().creating() as closing:
-            if closing:  # the process is ending (exit, SIGTERM): no new job
-                Future.cancel(future)
-                future._settled.set()
-                continue
-            try:
-                info = run.create(future.call)
-            except Exception as e:
-                failure = e if isinstance(e, HFRemoteError) else BackendError(f"creating the job of {run.name}: {e}")
-                future._fail_start(failure)
-                continue
-            future._started(run, info)
+        try:
+            info = engine().create(run, future.call)
+        except Exception as e:
+            failure = e if isinstance(e, HFRemoteError) else BackendError(f"creating the job of {run.name}: {e}")
+            future._fail_start(failure)
+            continue
+        if info is None:  # the process is ending (exit, SIGTERM): no job, or it was cancelled with the others
+            Future.cancel(future)
+            future._settled.set()
+            continue
+        future._started(run, info)
 
 
 def _result_or_cancel(future: Future[Any], end: float | None) -> Any:

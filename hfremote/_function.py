@@ -89,21 +89,23 @@ def launch_one(run: Run, call: PackedCall, index: int = 0) -> RemoteFuture[Any]:
     share its uploaded function and its lease."""
     chunk = chunk_name(index, 1)
     run.upload({chunk: [(index, call)]})
-    with engine().creating() as closing:
-        if closing:  # the process is ending (exit, SIGTERM): a thread's late call starts no job
-            raise BackendError("the process is ending: no new job is created")
-        info = run.create(chunk)
-        if engine().closing.is_set():
-            engine().cancel_job(run.hub, run.namespace, info.id)  # sent with the others' cancels
+    info = engine().create(run, chunk)
+    if info is None:  # the process is ending (exit, SIGTERM): a thread's late call starts no job
+        raise BackendError("the process is ending: no new job is created")
     future: RemoteFuture[Any] = RemoteFuture(
         run.hub, run.namespace, info, run.run_id, chunk, run.name, index, run.layout
     )
+    follow(run, future)
+    return future
+
+
+def follow(run: Run, future: RemoteFuture[Any]) -> None:
+    """Watch the job of one of the run's calls, keeping the run's lease fresh until it ends."""
     future.code_files = run.code_files
     if run.lease_ttl is not None:
         release = engine().hold_lease(run.hub, run.bucket, run.layout.lease, run.lease_ttl)
         future.add_done_callback(lambda _: release())
     watch(future)
-    return future
 
 
 class RemoteFunction(Generic[P, R, L]):
