@@ -236,3 +236,17 @@ def start_script(emulator: Emulator, tmp_path: Path, name: str, source: str) -> 
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def run_script(
+    emulator: Emulator, tmp_path: Path, name: str, source: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`start_script`, run to its end (bounded by `timeout`), its output captured."""
+    proc = start_script(emulator, tmp_path, name, source)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -374,10 +374,11 @@ for value in check.map(range(4), max_parallel=1, progress=False):
 """
 
 
-def test_a_failed_map_prints_its_traceback_once(cli: Any) -> None:
-    script = Path(cli.cwd, "failing_map.py")
-    script.write_text(MAP_FAILURE)
-    proc = subprocess.run(
+def run_user_script(cli: Any, name: str, source: str) -> subprocess.CompletedProcess[str]:
+    """A user's script in the command's folder and environment, run to its end."""
+    script = Path(cli.cwd, name)
+    script.write_text(source)
+    return subprocess.run(
         [sys.executable, str(script)],
         env=cli.env,
         cwd=cli.cwd,
@@ -386,6 +387,10 @@ def test_a_failed_map_prints_its_traceback_once(cli: Any) -> None:
         timeout=120,
         check=False,
     )
+
+
+def test_a_failed_map_prints_its_traceback_once(cli: Any) -> None:
+    proc = run_user_script(cli, "failing_map.py", MAP_FAILURE)
     assert proc.returncode == 1
     assert proc.stdout.splitlines() == ["got 0", "got 1"]
     err = proc.stderr
@@ -478,17 +483,7 @@ os._exit(0)  # (the emulator stops the long job when the test ends)
 
 
 def test_blocking_calls_from_threads_say_whose_line_it_is(cli: Any) -> None:
-    script = Path(cli.cwd, "threads.py")
-    script.write_text(THREADS)
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        env=cli.env,
-        cwd=cli.cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_user_script(cli, "threads.py", THREADS)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     job = re.search(r"hfremote: speak: job ([0-9a-f]{8})", proc.stderr)

@@ -8,14 +8,12 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import poll, subprocess_env
+from helpers import poll, run_script
 
 import hfremote
 from hfremote.emulator import Emulator
@@ -283,15 +281,7 @@ print("leaving", flush=True)
 
 def test_queued_calls_get_no_job_once_the_process_ends(emulator: Emulator, tmp_path: Path) -> None:
     # The exit's cancels free slots: the launcher must not create jobs for the queued calls then.
-    script = tmp_path / "leave.py"
-    script.write_text(EXIT_SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        env=subprocess_env(emulator, tmp_path / "home"),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    done = run_script(emulator, tmp_path, "leave.py", EXIT_SCRIPT, timeout=240)
     assert done.returncode == 0 and "leaving" in done.stdout, done.stderr
     stages = poll(
         lambda: (

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Lines, hfremote_on, poll, subprocess_env
+from helpers import Lines, hfremote_on, poll, run_script, subprocess_env
 from huggingface_hub import HfApi
 
 import hfremote
@@ -812,15 +812,7 @@ print("JOB", future.job_id, flush=True)
 
 
 def test_jobs_a_process_never_waited_for_are_cancelled_when_it_exits(wide: Emulator, tmp_path: Path) -> None:
-    script = tmp_path / "submit_and_exit.py"
-    script.write_text(SUBMIT_AND_EXIT)
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        env=subprocess_env(wide, tmp_path / "hf-home"),
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-    )
+    done = run_script(wide, tmp_path, "submit_and_exit.py", SUBMIT_AND_EXIT, timeout=DEADLINE)
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.split()[1]
     assert "cancelled 1 unfinished job(s) at exit" in done.stderr
