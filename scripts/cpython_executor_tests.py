@@ -28,7 +28,6 @@ import argparse
 import glob
 import importlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,10 @@ import time
 import unittest
 from pathlib import Path
 from typing import Any
+
+from _emulator_process import start_emulator
+
+TOKEN = "hf_cpython_executor_tests_0123456789"
 
 PACKAGE = "libpython3.11-testsuite"
 SUPPORT_PACKAGE = "libpython3.11-stdlib"
@@ -153,22 +156,6 @@ def _has_support() -> bool:
     return True
 
 
-def start_emulator(state_dir: Path) -> tuple[subprocess.Popen[str], str, str]:
-    token = "hf_cpython_executor_tests_0123456789"
-    command = [str(Path(sys.executable).with_name("hfremote")), "emulator", "--port", "0"]
-    command += ["--state-dir", str(state_dir)]
-    # As many jobs running at once as the tests' executors allow (5): the platform runs what it is given.
-    command += ["--token", token, "--max-running", "8"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "hfremote emulator serving on http://127.0.0.1:PORT (...)"
-    match = re.search(r"serving on (\S+)", line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"the emulator did not start: {line!r}")
-    return proc, match.group(1), token
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-k", dest="pattern", default="", help="run only the tests whose id contains this")
@@ -180,12 +167,13 @@ def main() -> int:
 
     root, release = fetch()
     with tempfile.TemporaryDirectory(prefix="hfremote-cpython-") as tmp:
-        proc, endpoint, token = start_emulator(Path(tmp) / "state")
+        # As many jobs running at once as the tests' executors allow (5): the platform runs what it is given.
+        proc, endpoint = start_emulator(Path(tmp) / "state", ["--token", TOKEN, "--max-running", "8"])
         try:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFREMOTE_"))}
             env |= {
                 "HF_ENDPOINT": endpoint,
-                "HF_TOKEN": token,
+                "HF_TOKEN": TOKEN,
                 "HF_HOME": str(Path(tmp) / "hf_home"),
                 "HF_HUB_DISABLE_TELEMETRY": "1",
                 "HF_HUB_DISABLE_PROGRESS_BARS": "1",

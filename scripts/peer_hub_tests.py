@@ -27,6 +27,8 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+from _emulator_process import start_emulator
+
 TEST_FILES = (
     "test_buckets.py",
     "test_buckets_cli.py",
@@ -101,29 +103,6 @@ def adapt(text: str, endpoint: str) -> str:
     return re.sub(r'^ENDPOINT_STAGING = "[^"]*"', f'ENDPOINT_STAGING = "{endpoint}"', text, flags=re.M)
 
 
-def start_emulator(state_dir: Path, users: list[tuple[str, str]], orgs: list[str]) -> tuple[subprocess.Popen[str], str]:
-    command = [
-        str(Path(sys.executable).with_name("hfremote")),
-        "emulator",
-        "--port",
-        "0",
-        "--state-dir",
-        str(state_dir),
-    ]
-    for name, token in users:
-        command += ["--user", f"{name}:{token}"]
-    for org in orgs:
-        command += ["--org", org]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "hfremote emulator serving on http://127.0.0.1:PORT (...)"
-    match = re.search(r"serving on (\S+)", line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"the emulator did not start: {line!r}")
-    return proc, match.group(1)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -149,7 +128,9 @@ def main() -> int:
             (c["OTHER_USER"], c["OTHER_TOKEN"]),
             (c["ENTERPRISE_USER"], c["ENTERPRISE_TOKEN"]),
         ]
-        proc, endpoint = start_emulator(work / "state", users, [f"{c['ENTERPRISE_ORG']}:{c['ENTERPRISE_USER']}"])
+        options = [arg for name, token in users for arg in ("--user", f"{name}:{token}")]
+        options += ["--org", f"{c['ENTERPRISE_ORG']}:{c['ENTERPRISE_USER']}"]
+        proc, endpoint = start_emulator(work / "state", options)
         try:
             (work / "tests" / "testing_constants.py").write_text(adapt(original, endpoint))
             env = {
