@@ -118,13 +118,14 @@ class Built:
         """The instance, for a plain method (an async setup runs on a loop of its own)."""
         with self.lock:
             if self.state is None:
+                steps = _setting_up(cls, args, kwargs)
                 try:
-                    obj = cls(*args, **kwargs)
-                    for attr in setup_methods(cls):
-                        done = getattr(obj, attr)()
+                    while True:
+                        done = next(steps)
                         if inspect.iscoroutine(done):
                             asyncio.run(done)
-                    self.state = (True, obj)
+                except StopIteration as end:
+                    self.state = (True, end.value)
                 except BaseException as e:
                     self.state = (False, (e, e.__traceback__))
         return self._outcome()
@@ -133,13 +134,14 @@ class Built:
         """The instance, for an async method: an async setup runs on the method's loop (the job's), so what
         it opens (a client session) is usable by every input."""
         if self.state is None:  # the job's inputs run one at a time on its loop
+            steps = _setting_up(cls, args, kwargs)
             try:
-                obj = cls(*args, **kwargs)
-                for attr in setup_methods(cls):
-                    done = getattr(obj, attr)()
+                while True:
+                    done = next(steps)
                     if inspect.iscoroutine(done):
                         await done
-                self.state = (True, obj)
+            except StopIteration as end:
+                self.state = (True, end.value)
             except BaseException as e:
                 self.state = (False, (e, e.__traceback__))
         return self._outcome()
@@ -206,6 +208,15 @@ class InstanceMethod:
 
     def __repr__(self) -> str:
         return f"<method {self.__qualname__} of a remote instance>"
+
+
+def _setting_up(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, None, Any]:
+    """Build an instance and run its setup methods, yielding what each returns (an async one's coroutine,
+    for the caller to run its own way); returns the instance."""
+    obj = cls(*args, **kwargs)
+    for attr in setup_methods(cls):
+        yield getattr(obj, attr)()
+    return obj
 
 
 def setup_methods(cls: type) -> list[str]:
